@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Differences between the kernels vmfork supports (Debian 6.1 to 6.12), one per line. */
+#ifndef VMFORK_COMPAT_H
+#define VMFORK_COMPAT_H
+
+#include <linux/mm.h>
+#include <linux/version.h>
+
+/* 6.3: vma->vm_flags became read-only; changes go through vm_flags_{set,clear}(). */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+#define vmfork_vm_flags_set(vma, flags)		vm_flags_set(vma, flags)
+#define vmfork_vm_flags_clear(vma, flags)	vm_flags_clear(vma, flags)
+#else
+#define vmfork_vm_flags_set(vma, flags)		((vma)->vm_flags |= (flags))
+#define vmfork_vm_flags_clear(vma, flags)	((vma)->vm_flags &= ~(flags))
+#endif
+
+#endif /* VMFORK_COMPAT_H */

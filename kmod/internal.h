@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef VMFORK_INTERNAL_H
+#define VMFORK_INTERNAL_H
+
+#include <linux/atomic.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
+#include <linux/refcount.h>
+#include <linux/types.h>
+#include <linux/xarray.h>
+
+/*
+ * Object model.
+ *
+ * A memory object (struct vmfork_mem, one per file and inode) sees its pages
+ * through a chain of layers. The top layer is the object's own: it holds the
+ * pages written since the object's last fork event, and only this object
+ * reaches it. Every layer below is frozen: immutable, refcounted, and shared
+ * by every object (and layer) forked from it. A lookup walks the chain from
+ * the top and takes the first page it finds; a page no layer has reads as
+ * zero. A fork freezes the parent's top layer and gives parent and child each
+ * a new empty top layer over it, which is O(1) in the object's size.
+ *
+ * A template is an object whose top layer itself is frozen: it never changes
+ * again and every fork of it is O(1).
+ */
+struct vmfork_layer {
+	refcount_t ref;
+	struct vmfork_layer *parent;	/* the layer below, a reference held */
+	struct xarray pages;		/* pgoff -> struct page *, a reference each */
+	unsigned long nr_pages;		/* entries in @pages */
+	unsigned long nr_new;		/* entries whose pgoff no layer below has */
+	unsigned long nr_visible;	/* frozen: pgoffs with data here or below */
+	unsigned int chain_len;		/* frozen: layers from here down */
+	bool frozen;
+};
+
+struct vmfork_layer *vmfork_layer_alloc(void);
+struct vmfork_layer *vmfork_layer_get(struct vmfork_layer *l);
+void vmfork_layer_put(struct vmfork_layer *l);
+struct page *vmfork_layer_lookup(struct vmfork_layer *l, pgoff_t pgoff);
+unsigned long vmfork_layer_visible(struct vmfork_layer *l);
+void vmfork_layer_freeze(struct vmfork_layer *l);
+void vmfork_layer_clear(struct vmfork_layer *l);
+void vmfork_layer_merge(struct vmfork_layer *below, struct vmfork_layer *top);
+int vmfork_layer_insert(struct vmfork_layer *l, pgoff_t pgoff,
+			struct page *page, bool is_new);
+
+struct page *vmfork_page_alloc(void);
+void vmfork_page_put(struct page *page);
+
+/* Leak accounting, reported in debugfs and checked at module exit. */
+extern atomic_long_t vmfork_nr_objects;
+extern atomic_long_t vmfork_nr_layers;
+extern atomic_long_t vmfork_nr_pages;
+
+/* All live objects, for debugfs. Lock order: vmfork_objects_lock, then mem->lock. */
+extern struct list_head vmfork_objects;
+extern struct mutex vmfork_objects_lock;
+
+extern unsigned long vmfork_max_mem_size;
+
+int vmfork_mem_init(void);
+void vmfork_mem_exit(void);
+long vmfork_mem_create(void __user *uarg);
+struct seq_file;
+void vmfork_mem_show_all(struct seq_file *m);
+
+#endif /* VMFORK_INTERNAL_H */

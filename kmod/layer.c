@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Layers of pages. A layer is mutable while it is an object's top layer (under
+ * that object's lock) and immutable once frozen, except that a frozen layer
+ * whose only reference is its owner's top layer may take that top layer's
+ * pages (vmfork_layer_merge()): nobody else can see it.
+ */
+#include <linux/gfp.h>
+#include <linux/highmem.h>
+#include <linux/mm.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+
+#include "internal.h"
+
+atomic_long_t vmfork_nr_layers = ATOMIC_LONG_INIT(0);
+atomic_long_t vmfork_nr_pages = ATOMIC_LONG_INIT(0);
+
+/*
+ * Guest pages are charged to the memory cgroup of the task whose access
+ * allocates them; a cgroup over its limit fails that access, not the host.
+ */
+struct page *vmfork_page_alloc(void)
+{
+	struct page *page = alloc_page(GFP_HIGHUSER | __GFP_ACCOUNT);
+
+	if (page)
+		atomic_long_inc(&vmfork_nr_pages);
+	return page;
+}
+
+void vmfork_page_put(struct page *page)
+{
+	atomic_long_dec(&vmfork_nr_pages);
+	put_page(page);
+}
+
+struct vmfork_layer *vmfork_layer_alloc(void)
+{
+	struct vmfork_layer *l = kzalloc(sizeof(*l), GFP_KERNEL_ACCOUNT);
+
+	if (!l)
+		return NULL;
+	refcount_set(&l->ref, 1);
+	xa_init(&l->pages);
+	atomic_long_inc(&vmfork_nr_layers);
+	return l;
+}
+
+struct vmfork_layer *vmfork_layer_get(struct vmfork_layer *l)
+{
+	if (l)
+		refcount_inc(&l->ref);
+	return l;
+}
+
+/* Drops every page of @l; @l must be unreachable by lookups or under its owner's lock. */
+void vmfork_layer_clear(struct vmfork_layer *l)
+{
+	unsigned long idx;
+	struct page *page;
+
+	xa_for_each(&l->pages, idx, page) {
+		vmfork_page_put(page);
+		if (!(idx % 512))
+			cond_resched();
+	}
+	xa_destroy(&l->pages);
+	l->nr_pages = 0;
+	l->nr_new = 0;
+}
+
+/*
+ * Releases a reference. The last one frees the layer and releases its parent:
+ * a loop, not recursion, since chains may be long.
+ */
+void vmfork_layer_put(struct vmfork_layer *l)
+{
+	while (l && refcount_dec_and_test(&l->ref)) {
+		struct vmfork_layer *parent = l->parent;
+
+		vmfork_layer_clear(l);
+		kfree(l);
+		atomic_long_dec(&vmfork_nr_layers);
+		l = parent;
+	}
+}
+
+/* The page at @pgoff in @l or the nearest layer below that has one, or NULL. */
+struct page *vmfork_layer_lookup(struct vmfork_layer *l, pgoff_t pgoff)
+{
+	for (; l; l = l->parent) {
+		struct page *page = xa_load(&l->pages, pgoff);
+
+		if (page)
+			return page;
+	}
+	return NULL;
+}
+
+/* Number of pgoffs that have data in @l or a layer below it. */
+unsigned long vmfork_layer_visible(struct vmfork_layer *l)
+{
+	if (l->frozen)
+		return l->nr_visible;
+	return (l->parent ? l->parent->nr_visible : 0) + l->nr_new;
+}
+
+void vmfork_layer_freeze(struct vmfork_layer *l)
+{
+	l->nr_visible = vmfork_layer_visible(l);
+	l->chain_len = (l->parent ? l->parent->chain_len : 0) + 1;
+	l->frozen = true;
+}
+
+/*
+ * Stores @page (a reference passed in) at @pgoff of the unfrozen layer @l,
+ * which has no page there yet. @is_new: no layer below has @pgoff either.
+ */
+int vmfork_layer_insert(struct vmfork_layer *l, pgoff_t pgoff,
+			struct page *page, bool is_new)
+{
+	int err;
+
+	WARN_ON_ONCE(l->frozen);
+	err = xa_err(xa_store(&l->pages, pgoff, page, GFP_KERNEL_ACCOUNT));
+	if (err)
+		return err;
+	l->nr_pages++;
+	if (is_new)
+		l->nr_new++;
+	return 0;
+}
+
+/*
+ * Moves the pages of @top into @below, its parent, which only @top
+ * references: the chain stays as long as it was instead of growing by one,
+ * and pages that @top replaces are freed. Costs O(pages in @top).
+ */
+void vmfork_layer_merge(struct vmfork_layer *below, struct vmfork_layer *top)
+{
+	unsigned long idx, moved_new = 0;
+	struct page *page, *old;
+	bool is_new;
+
+	WARN_ON_ONCE(top->parent != below || refcount_read(&below->ref) != 1);
+	xa_for_each(&top->pages, idx, page) {
+		old = xa_store(&below->pages, idx, page, GFP_KERNEL_ACCOUNT);
+		if (xa_is_err(old)) {
+			/* Out of memory: the page stays in @top, still correct. */
+			continue;
+		}
+		is_new = !old && !vmfork_layer_lookup(below->parent, idx);
+		xa_erase(&top->pages, idx);
+		top->nr_pages--;
+		if (old)
+			vmfork_page_put(old);
+		else
+			below->nr_pages++;
+		if (is_new)
+			moved_new++;
+		if (!(idx % 512))
+			cond_resched();
+	}
+	below->nr_new += moved_new;
+	below->nr_visible += moved_new;
+	top->nr_new -= moved_new;
+}

@@ -1,0 +1,775 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Memory objects: guest RAM that forks copy-on-write.
+ *
+ * Each object is a file on a private pseudo filesystem with an inode of its
+ * own, so unmap_mapping_pages() on that inode's mapping zaps exactly this
+ * object's user mappings and, through the MMU notifiers, KVM's stage-2 entries
+ * for them. KVM reaches the pages by GUP on the VMM's MAP_SHARED mapping.
+ *
+ * Mapping rules. The module installs every PTE itself, read-only, with
+ * vm_insert_page() under mem->lock (->fault returns VM_FAULT_NOPAGE). A page
+ * becomes writable only through ->page_mkwrite, which returns it locked when
+ * it is the object's private page; core mm then upgrades the PTE only if it
+ * is unchanged (pte_same() under the PTE lock). So every writable PTE maps a
+ * page of the object's top layer, and a fork makes the parent's private
+ * pages read-only by zapping them: an upgrade racing with the zap fails its
+ * pte_same() check, one that wins is zapped.
+ *
+ * Lock order: mmap_lock (fault path) -> mem->lock -> page lock, i_mmap_rwsem
+ * -> PTE lock. mem->lock is never held across a user copy: a user buffer may
+ * be a mapping of this very object. A fault holds mem->lock for one chain
+ * lookup, at most one page allocation and 4 KiB copy, a one-page zap and a
+ * PTE insert; a fork for a zap of the parent's private pages.
+ */
+#include <linux/anon_inodes.h>
+#include <linux/debugfs.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/highmem.h>
+#include <linux/ktime.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mount.h>
+#include <linux/pagemap.h>
+#include <linux/pseudo_fs.h>
+#include <linux/sched/signal.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+#include <linux/uio.h>
+#include <linux/vmfork.h>
+
+#include "compat.h"
+#include "internal.h"
+#include "trace.h"
+
+#define VMFORK_FS_MAGIC	0x766d666b	/* "vmfk" */
+
+struct vmfork_mem {
+	/*
+	 * Protects @top, @fork_base, @template and the counters. Faults, reads,
+	 * writes, fork and reset of this object serialise on it.
+	 */
+	struct mutex lock;
+	struct vmfork_layer *top;	/* own layer; frozen for a template */
+	struct vmfork_layer *fork_base;	/* layer below @top at fork: reset target */
+	bool template;
+
+	u64 id;
+	u64 parent_id;
+	u64 depth;
+	pid_t creator;
+	loff_t size;
+	pgoff_t npages;
+	u64 cow_breaks;
+	u64 forks;
+	u64 resets;
+
+	struct inode *inode;
+	struct list_head node;		/* in vmfork_objects */
+};
+
+atomic_long_t vmfork_nr_objects = ATOMIC_LONG_INIT(0);
+LIST_HEAD(vmfork_objects);
+/* Protects vmfork_objects; taken before any mem->lock (debugfs walks both). */
+DEFINE_MUTEX(vmfork_objects_lock);
+
+static atomic64_t vmfork_next_id = ATOMIC64_INIT(0);
+static struct vfsmount *vmfork_mnt;
+/* Mapped read-only where no layer has a page: reading memory costs nothing. */
+static struct page *vmfork_zero_page;
+
+static const struct file_operations vmfork_mem_fops;
+
+static struct vmfork_mem *vmfork_mem_alloc(loff_t size)
+{
+	struct vmfork_mem *mem = kzalloc(sizeof(*mem), GFP_KERNEL_ACCOUNT);
+
+	if (!mem)
+		return NULL;
+	mem->top = vmfork_layer_alloc();
+	if (!mem->top) {
+		kfree(mem);
+		return NULL;
+	}
+	mutex_init(&mem->lock);
+	INIT_LIST_HEAD(&mem->node);
+	mem->id = atomic64_inc_return(&vmfork_next_id);
+	mem->creator = task_tgid_nr(current);
+	mem->size = size;
+	mem->npages = size >> PAGE_SHIFT;
+	atomic_long_inc(&vmfork_nr_objects);
+	return mem;
+}
+
+static void vmfork_mem_free(struct vmfork_mem *mem)
+{
+	vmfork_layer_put(mem->top);
+	vmfork_layer_put(mem->fork_base);
+	mutex_destroy(&mem->lock);
+	kfree(mem);
+	atomic_long_dec(&vmfork_nr_objects);
+}
+
+/* Figures for VMFORK_GET_STATS and debugfs; see the uAPI header. */
+static void vmfork_mem_stats(struct vmfork_mem *mem, struct vmfork_stats *st)
+{
+	struct vmfork_layer *top = mem->top;
+
+	lockdep_assert_held(&mem->lock);
+	memset(st, 0, sizeof(*st));
+	st->id = mem->id;
+	st->parent_id = mem->parent_id;
+	st->depth = mem->depth;
+	st->size = mem->size;
+	st->resident_pages = vmfork_layer_visible(top);
+	if (mem->template) {
+		st->flags |= VMFORK_STATS_TEMPLATE;
+		st->chain_length = top->chain_len;
+	} else {
+		st->private_pages = top->nr_pages;
+		st->chain_length = top->parent ? top->parent->chain_len : 0;
+	}
+	st->shared_pages = st->resident_pages - st->private_pages;
+	st->cow_breaks = mem->cow_breaks;
+	st->forks = mem->forks;
+	st->resets = mem->resets;
+}
+
+/* Makes every mapping of @mem fault again at pgoffs [@start, @start + @nr). */
+static void vmfork_mem_zap(struct vmfork_mem *mem, pgoff_t start, pgoff_t nr)
+{
+	unmap_mapping_pages(mem->inode->i_mapping, start, nr, false);
+}
+
+/*
+ * Zaps the mappings of @mem's private pages: the only pages a writable PTE
+ * can map. Runs of neighbouring pages go in one call; past a sixteenth of the
+ * object one zap of the whole range is cheaper than a walk per run.
+ */
+static void vmfork_mem_zap_private(struct vmfork_mem *mem)
+{
+	struct vmfork_layer *top = mem->top;
+	pgoff_t start = 0, end = 0;
+	unsigned long idx;
+	struct page *page;
+
+	lockdep_assert_held(&mem->lock);
+	if (!mapping_mapped(mem->inode->i_mapping) || !top->nr_pages)
+		return;
+	if (top->nr_pages > mem->npages / 16) {
+		vmfork_mem_zap(mem, 0, mem->npages);
+		return;
+	}
+	xa_for_each(&top->pages, idx, page) {
+		if (idx == end) {
+			end++;
+			continue;
+		}
+		if (end > start)
+			vmfork_mem_zap(mem, start, end - start);
+		start = idx;
+		end = idx + 1;
+	}
+	if (end > start)
+		vmfork_mem_zap(mem, start, end - start);
+}
+
+/*
+ * ->page_mkwrite hands a private page out locked and core mm unlocks it once
+ * the PTE is writable. Waiting for each page lock after the zap means no
+ * fault that started before the fork can still make one of these pages
+ * writable after it, even where the PTE was zapped and mapped again.
+ */
+static void vmfork_mem_wait_writers(struct vmfork_mem *mem)
+{
+	unsigned long idx;
+	struct page *page;
+
+	lockdep_assert_held(&mem->lock);
+	xa_for_each(&mem->top->pages, idx, page) {
+		lock_page(page);
+		unlock_page(page);
+	}
+}
+
+/*
+ * Returns @mem's private page at @pgoff: its own, or a new one copied from
+ * the nearest frozen layer (a COW break) or zeroed where no layer has one.
+ * Mappings of the page it replaces are zapped so that they fault in the new one.
+ */
+static struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgoff)
+{
+	struct vmfork_layer *top = mem->top;
+	struct page *page, *old;
+	int err;
+
+	lockdep_assert_held(&mem->lock);
+	if (mem->template)
+		return ERR_PTR(-EPERM);
+	page = xa_load(&top->pages, pgoff);
+	if (page)
+		return page;
+
+	page = vmfork_page_alloc();
+	if (!page)
+		return ERR_PTR(-ENOMEM);
+	old = vmfork_layer_lookup(top->parent, pgoff);
+	if (old)
+		copy_highpage(page, old);
+	else
+		clear_highpage(page);
+	err = vmfork_layer_insert(top, pgoff, page, !old);
+	if (err) {
+		vmfork_page_put(page);
+		return ERR_PTR(err);
+	}
+	if (old) {
+		mem->cow_breaks++;
+		trace_vmfork_cow(mem->id, pgoff);
+	}
+	vmfork_mem_zap(mem, pgoff, 1);
+	return page;
+}
+
+static vm_fault_t vmfork_errno_to_fault(int err)
+{
+	return err == -ENOMEM ? VM_FAULT_OOM : VM_FAULT_SIGBUS;
+}
+
+static vm_fault_t vmfork_fault(struct vm_fault *vmf)
+{
+	struct vmfork_mem *mem = vmf->vma->vm_file->private_data;
+	struct page *page;
+	vm_fault_t ret;
+	int err;
+
+	if (vmf->pgoff >= mem->npages)
+		return VM_FAULT_SIGBUS;
+
+	mutex_lock(&mem->lock);
+	if (vmf->flags & FAULT_FLAG_WRITE) {
+		page = vmfork_mem_private_page(mem, vmf->pgoff);
+		if (IS_ERR(page)) {
+			ret = vmfork_errno_to_fault(PTR_ERR(page));
+			goto out;
+		}
+	} else {
+		page = vmfork_layer_lookup(mem->top, vmf->pgoff);
+		if (!page)
+			page = vmfork_zero_page;
+	}
+	/* Read-only (write-notify): the first store goes to ->page_mkwrite. */
+	err = vm_insert_page(vmf->vma, vmf->address & PAGE_MASK, page);
+	if (err && err != -EBUSY)	/* -EBUSY: another fault mapped it */
+		ret = vmf_error(err);
+	else
+		ret = VM_FAULT_NOPAGE;
+out:
+	mutex_unlock(&mem->lock);
+	return ret;
+}
+
+static vm_fault_t vmfork_page_mkwrite(struct vm_fault *vmf)
+{
+	struct vmfork_mem *mem = vmf->vma->vm_file->private_data;
+	struct page *page;
+	vm_fault_t ret;
+
+	mutex_lock(&mem->lock);
+	page = vmfork_mem_private_page(mem, vmf->pgoff);
+	if (IS_ERR(page)) {
+		ret = vmfork_errno_to_fault(PTR_ERR(page));
+	} else if (page == vmf->page) {
+		/* Locked under mem->lock: see vmfork_mem_wait_writers(). */
+		lock_page(page);
+		ret = VM_FAULT_LOCKED;
+	} else {
+		/*
+		 * The PTE maps a shared page, the zero page or a page a fork
+		 * or reset replaced: the retry maps the private page.
+		 */
+		vmfork_mem_zap(mem, vmf->pgoff, 1);
+		ret = VM_FAULT_NOPAGE;
+	}
+	mutex_unlock(&mem->lock);
+	return ret;
+}
+
+static const struct vm_operations_struct vmfork_vm_ops = {
+	.fault		= vmfork_fault,
+	.page_mkwrite	= vmfork_page_mkwrite,
+};
+
+static int vmfork_mem_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct vmfork_mem *mem = file->private_data;
+
+	if (!(vma->vm_flags & VM_SHARED))
+		return -EINVAL;
+	if (vma->vm_pgoff >= mem->npages ||
+	    vma_pages(vma) > mem->npages - vma->vm_pgoff)
+		return -EINVAL;
+	/* A template never changes again: refuse write access for good. */
+	if (READ_ONCE(mem->template)) {
+		if (vma->vm_flags & VM_WRITE)
+			return -EPERM;
+		vmfork_vm_flags_clear(vma, VM_MAYWRITE);
+	}
+	/*
+	 * VM_DONTCOPY: a process fork() must not share guest RAM behind the
+	 * object's back. VM_MIXEDMAP: we insert pages with vm_insert_page().
+	 */
+	vmfork_vm_flags_set(vma, VM_DONTCOPY | VM_DONTEXPAND | VM_MIXEDMAP);
+	vma->vm_ops = &vmfork_vm_ops;
+	return 0;
+}
+
+static ssize_t vmfork_mem_read_iter(struct kiocb *iocb, struct iov_iter *to)
+{
+	struct vmfork_mem *mem = iocb->ki_filp->private_data;
+	loff_t pos = iocb->ki_pos;
+	ssize_t done = 0;
+
+	while (iov_iter_count(to) && pos < mem->size) {
+		size_t off = offset_in_page(pos), n;
+		size_t len = min3(PAGE_SIZE - off, iov_iter_count(to),
+				  (size_t)(mem->size - pos));
+		struct page *page;
+
+		mutex_lock(&mem->lock);
+		page = vmfork_layer_lookup(mem->top, pos >> PAGE_SHIFT);
+		if (page)
+			get_page(page);
+		mutex_unlock(&mem->lock);
+
+		if (page) {
+			n = copy_page_to_iter(page, off, len, to);
+			put_page(page);
+		} else {
+			n = iov_iter_zero(len, to);
+		}
+		done += n;
+		pos += n;
+		if (n < len) {
+			if (!done)
+				done = -EFAULT;
+			break;
+		}
+		if (fatal_signal_pending(current))
+			break;
+		cond_resched();
+	}
+	if (done > 0)
+		iocb->ki_pos = pos;
+	return done;
+}
+
+static ssize_t vmfork_mem_write_iter(struct kiocb *iocb, struct iov_iter *from)
+{
+	struct vmfork_mem *mem = iocb->ki_filp->private_data;
+	loff_t pos = iocb->ki_pos;
+	struct page *bounce;
+	ssize_t done = 0;
+	int err = 0;
+
+	if (!iov_iter_count(from))
+		return 0;
+	if (READ_ONCE(mem->template))
+		return -EPERM;
+	if (pos >= mem->size)
+		return -ENOSPC;
+	bounce = alloc_page(GFP_KERNEL);
+	if (!bounce)
+		return -ENOMEM;
+
+	while (iov_iter_count(from) && pos < mem->size) {
+		size_t off = offset_in_page(pos), n;
+		size_t len = min3(PAGE_SIZE - off, iov_iter_count(from),
+				  (size_t)(mem->size - pos));
+		struct page *page;
+
+		/* Copy in first: the user buffer may fault on this object. */
+		n = copy_page_from_iter(bounce, off, len, from);
+		if (!n) {
+			err = -EFAULT;
+			break;
+		}
+		mutex_lock(&mem->lock);
+		page = vmfork_mem_private_page(mem, pos >> PAGE_SHIFT);
+		if (!IS_ERR(page))
+			memcpy_page(page, off, bounce, off, n);
+		mutex_unlock(&mem->lock);
+		if (IS_ERR(page)) {
+			err = PTR_ERR(page);
+			break;
+		}
+		done += n;
+		pos += n;
+		if (n < len || fatal_signal_pending(current))
+			break;
+		cond_resched();
+	}
+	__free_page(bounce);
+	if (!done)
+		return err;
+	iocb->ki_pos = pos;
+	return done;
+}
+
+static loff_t vmfork_mem_llseek(struct file *file, loff_t offset, int whence)
+{
+	struct vmfork_mem *mem = file->private_data;
+
+	return fixed_size_llseek(file, offset, whence, mem->size);
+}
+
+/*
+ * Freezes @mem's pages so that a child can share them and returns the frozen
+ * layer the child starts on, with a reference for the caller (NULL when @mem
+ * has never had data). @spare is an empty layer that becomes @mem's new top
+ * if one is needed; it is set to NULL when used.
+ */
+static struct vmfork_layer *vmfork_mem_freeze(struct vmfork_mem *mem,
+					      struct vmfork_layer **spare,
+					      bool template)
+{
+	struct vmfork_layer *top = mem->top, *below = top->parent;
+
+	lockdep_assert_held(&mem->lock);
+	if (mem->template)
+		return vmfork_layer_get(top);
+
+	/* After this no writable PTE maps a page of @top, nor can again. */
+	vmfork_mem_zap_private(mem);
+	vmfork_mem_wait_writers(mem);
+
+	if (template) {
+		vmfork_layer_freeze(top);
+		WRITE_ONCE(mem->template, true);
+		return vmfork_layer_get(top);
+	}
+	if (!top->nr_pages)
+		return vmfork_layer_get(below);
+	if (below && refcount_read(&below->ref) == 1) {
+		/*
+		 * Only @top holds @below (its other users are gone, and a
+		 * fork_base would hold a reference): fold @top into it so that
+		 * fork, run, kill loops do not grow the chain. Nobody can take
+		 * a new reference on @below: that needs a fork of @mem.
+		 */
+		vmfork_layer_merge(below, top);
+		if (!top->nr_pages)
+			return vmfork_layer_get(below);
+	}
+	vmfork_layer_freeze(top);
+	(*spare)->parent = top;	/* takes over @mem's reference */
+	mem->top = *spare;
+	*spare = NULL;
+	return vmfork_layer_get(top);
+}
+
+/*
+ * Creates the file of @mem and reserves a descriptor for it; the caller
+ * fd_install()s both. On failure @mem is freed.
+ */
+static int vmfork_mem_open(struct vmfork_mem *mem, struct file **filep)
+{
+	struct inode *inode;
+	struct file *file;
+	int fd, err;
+
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0) {
+		err = fd;
+		goto err_mem;
+	}
+	inode = alloc_anon_inode(vmfork_mnt->mnt_sb);
+	if (IS_ERR(inode)) {
+		err = PTR_ERR(inode);
+		goto err_fd;
+	}
+	inode->i_size = mem->size;
+	inode->i_private = mem;
+	mem->inode = inode;
+
+	/* alloc_file_pseudo() takes no module reference, but fput() drops one. */
+	__module_get(THIS_MODULE);
+	file = alloc_file_pseudo(inode, vmfork_mnt, "vmfork-mem", O_RDWR,
+				 &vmfork_mem_fops);
+	if (IS_ERR(file)) {
+		err = PTR_ERR(file);
+		goto err_module;
+	}
+	file->f_mode |= FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE;
+	file->f_flags |= O_LARGEFILE;
+	file->private_data = mem;
+	*filep = file;
+	return fd;
+
+err_module:
+	module_put(THIS_MODULE);
+	iput(inode);
+err_fd:
+	put_unused_fd(fd);
+err_mem:
+	vmfork_mem_free(mem);
+	return err;
+}
+
+static void vmfork_mem_publish(struct vmfork_mem *mem)
+{
+	mutex_lock(&vmfork_objects_lock);
+	list_add_tail(&mem->node, &vmfork_objects);
+	mutex_unlock(&vmfork_objects_lock);
+}
+
+long vmfork_mem_create(void __user *uarg)
+{
+	struct vmfork_create_mem arg;
+	struct vmfork_mem *mem;
+	struct file *file;
+	int fd;
+
+	if (copy_from_user(&arg, uarg, sizeof(arg)))
+		return -EFAULT;
+	if (arg.flags || memchr_inv(arg.reserved, 0, sizeof(arg.reserved)))
+		return -EINVAL;
+	if (!arg.size || !PAGE_ALIGNED(arg.size) ||
+	    arg.size > vmfork_max_mem_size || arg.size > MAX_LFS_FILESIZE)
+		return -EINVAL;
+
+	mem = vmfork_mem_alloc(arg.size);
+	if (!mem)
+		return -ENOMEM;
+	fd = vmfork_mem_open(mem, &file);
+	if (fd < 0)
+		return fd;
+	if (put_user(mem->id, &((struct vmfork_create_mem __user *)uarg)->id)) {
+		fput(file);
+		put_unused_fd(fd);
+		return -EFAULT;
+	}
+	trace_vmfork_create(mem->id, mem->size);
+	vmfork_mem_publish(mem);
+	fd_install(fd, file);
+	return fd;
+}
+
+static long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg)
+{
+	struct vmfork_fork __user *uptr = uarg;
+	struct vmfork_layer *spare, *base;
+	struct vmfork_mem *child;
+	struct vmfork_fork arg;
+	u64 start, resident;
+	struct file *file;
+	int fd;
+
+	if (copy_from_user(&arg, uarg, sizeof(arg)))
+		return -EFAULT;
+	if ((arg.flags & ~VMFORK_FORK_FLAGS) ||
+	    memchr_inv(arg.reserved, 0, sizeof(arg.reserved)))
+		return -EINVAL;
+
+	/* Everything that can fail happens before the parent changes. */
+	spare = vmfork_layer_alloc();
+	if (!spare)
+		return -ENOMEM;
+	child = vmfork_mem_alloc(parent->size);
+	if (!child) {
+		fd = -ENOMEM;
+		goto out;
+	}
+	fd = vmfork_mem_open(child, &file);
+	if (fd < 0)
+		goto out;
+	if (put_user(child->id, &uptr->id)) {
+		fput(file);
+		put_unused_fd(fd);
+		fd = -EFAULT;
+		goto out;
+	}
+
+	start = ktime_get_ns();
+	mutex_lock(&parent->lock);
+	base = vmfork_mem_freeze(parent, &spare,
+				 arg.flags & VMFORK_FORK_TEMPLATE);
+	/* @child is not published yet: nobody else can see it. */
+	child->top->parent = base;
+	child->fork_base = vmfork_layer_get(base);
+	child->parent_id = parent->id;
+	child->depth = parent->depth + 1;
+	parent->forks++;
+	resident = vmfork_layer_visible(parent->top);
+	mutex_unlock(&parent->lock);
+	trace_vmfork_fork(parent->id, child->id, resident,
+			  ktime_get_ns() - start, arg.flags);
+
+	vmfork_mem_publish(child);
+	fd_install(fd, file);
+out:
+	vmfork_layer_put(spare);
+	return fd;
+}
+
+static long vmfork_mem_reset(struct vmfork_mem *mem, unsigned long flags)
+{
+	struct vmfork_layer *top, *fresh = NULL;
+	unsigned long dropped;
+	u64 start = ktime_get_ns();
+	long ret = 0;
+
+	if (flags)
+		return -EINVAL;
+	fresh = vmfork_layer_alloc();
+	if (!fresh)
+		return -ENOMEM;
+
+	mutex_lock(&mem->lock);
+	top = mem->top;
+	if (!mem->parent_id) {
+		ret = -EINVAL;
+		goto out;
+	}
+	if (mem->template) {
+		ret = -EPERM;
+		goto out;
+	}
+	dropped = top->nr_pages;
+	if (top->parent == mem->fork_base) {
+		/* Only @top differs from the fork-time content: O(its pages). */
+		vmfork_mem_zap_private(mem);
+		vmfork_layer_clear(top);
+	} else {
+		/* @mem forked since: frozen layers above fork_base hold its writes too. */
+		vmfork_mem_zap(mem, 0, mem->npages);
+		fresh->parent = vmfork_layer_get(mem->fork_base);
+		mem->top = fresh;
+		fresh = top;	/* released below, after the lock */
+	}
+	mem->resets++;
+	trace_vmfork_reset(mem->id, dropped, ktime_get_ns() - start);
+out:
+	mutex_unlock(&mem->lock);
+	vmfork_layer_put(fresh);
+	return ret;
+}
+
+static long vmfork_mem_ioctl(struct file *file, unsigned int cmd,
+			     unsigned long arg)
+{
+	struct vmfork_mem *mem = file->private_data;
+	struct vmfork_stats st;
+
+	switch (cmd) {
+	case VMFORK_GET_API_VERSION:
+		return VMFORK_API_VERSION;
+	case VMFORK_VM_FORK:
+		return vmfork_mem_fork(mem, (void __user *)arg);
+	case VMFORK_RESET:
+		return vmfork_mem_reset(mem, arg);
+	case VMFORK_GET_STATS:
+		mutex_lock(&mem->lock);
+		vmfork_mem_stats(mem, &st);
+		mutex_unlock(&mem->lock);
+		return copy_to_user((void __user *)arg, &st, sizeof(st)) ?
+		       -EFAULT : 0;
+	case VMFORK_CREATE_MEM:
+		return -EINVAL;	/* a /dev/vmfork ioctl */
+	default:
+		return -ENOTTY;
+	}
+}
+
+static int vmfork_mem_release(struct inode *inode, struct file *file)
+{
+	struct vmfork_mem *mem = file->private_data;
+
+	mutex_lock(&vmfork_objects_lock);
+	list_del_init(&mem->node);
+	mutex_unlock(&vmfork_objects_lock);
+	if (trace_vmfork_release_enabled())
+		trace_vmfork_release(mem->id, vmfork_layer_visible(mem->top),
+				     mem->template ? 0 : mem->top->nr_pages);
+	vmfork_mem_free(mem);
+	return 0;
+}
+
+static const struct file_operations vmfork_mem_fops = {
+	.owner		= THIS_MODULE,
+	.release	= vmfork_mem_release,
+	.mmap		= vmfork_mem_mmap,
+	.read_iter	= vmfork_mem_read_iter,
+	.write_iter	= vmfork_mem_write_iter,
+	.llseek		= vmfork_mem_llseek,
+	.unlocked_ioctl	= vmfork_mem_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+};
+
+void vmfork_mem_show_all(struct seq_file *m)
+{
+	struct vmfork_stats st, sum = {};
+	struct vmfork_mem *mem;
+
+	seq_printf(m, "%8s %8s %5s %8s %10s %9s %9s %9s %10s %6s %6s %5s %s\n",
+		   "id", "parent", "depth", "creator", "size_kib", "resident",
+		   "shared", "private", "cow_breaks", "forks", "resets",
+		   "chain", "flags");
+	mutex_lock(&vmfork_objects_lock);
+	list_for_each_entry(mem, &vmfork_objects, node) {
+		mutex_lock(&mem->lock);
+		vmfork_mem_stats(mem, &st);
+		mutex_unlock(&mem->lock);
+		seq_printf(m, "%8llu %8llu %5llu %8d %10llu %9llu %9llu %9llu %10llu %6llu %6llu %5llu %s\n",
+			   st.id, st.parent_id, st.depth, mem->creator,
+			   st.size >> 10, st.resident_pages, st.shared_pages,
+			   st.private_pages, st.cow_breaks, st.forks,
+			   st.resets, st.chain_length,
+			   (st.flags & VMFORK_STATS_TEMPLATE) ? "template" : "-");
+		sum.resident_pages += st.resident_pages;
+		sum.private_pages += st.private_pages;
+		sum.cow_breaks += st.cow_breaks;
+		sum.forks += st.forks;
+		sum.resets += st.resets;
+	}
+	mutex_unlock(&vmfork_objects_lock);
+	seq_printf(m, "total: objects %ld layers %ld pages %ld (%lu KiB) views %llu private %llu cow_breaks %llu forks %llu resets %llu\n",
+		   atomic_long_read(&vmfork_nr_objects),
+		   atomic_long_read(&vmfork_nr_layers),
+		   atomic_long_read(&vmfork_nr_pages),
+		   atomic_long_read(&vmfork_nr_pages) * (PAGE_SIZE >> 10),
+		   sum.resident_pages, sum.private_pages, sum.cow_breaks,
+		   sum.forks, sum.resets);
+}
+
+static int vmfork_init_fs_context(struct fs_context *fc)
+{
+	return init_pseudo(fc, VMFORK_FS_MAGIC) ? 0 : -ENOMEM;
+}
+
+static struct file_system_type vmfork_fs_type = {
+	.name		 = "vmfork",
+	.init_fs_context = vmfork_init_fs_context,
+	.kill_sb	 = kill_anon_super,
+};
+
+int vmfork_mem_init(void)
+{
+	vmfork_zero_page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	if (!vmfork_zero_page)
+		return -ENOMEM;
+	vmfork_mnt = kern_mount(&vmfork_fs_type);
+	if (IS_ERR(vmfork_mnt)) {
+		__free_page(vmfork_zero_page);
+		return PTR_ERR(vmfork_mnt);
+	}
+	return 0;
+}
+
+void vmfork_mem_exit(void)
+{
+	kern_unmount(vmfork_mnt);
+	__free_page(vmfork_zero_page);
+}
