@@ -189,8 +189,14 @@ static void vmfork_mem_wait_writers(struct vmfork_mem *mem)
 
 	lockdep_assert_held(&mem->lock);
 	xa_for_each(&mem->top->pages, idx, page) {
-		lock_page(page);
-		unlock_page(page);
+		/*
+		 * Only ->page_mkwrite locks these pages, under mem->lock: one
+		 * seen unlocked now has finished its fault.
+		 */
+		if (PageLocked(page)) {
+			lock_page(page);
+			unlock_page(page);
+		}
 	}
 }
 
