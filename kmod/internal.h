@@ -3,6 +3,7 @@
 #define VMFORK_INTERNAL_H
 
 #include <linux/atomic.h>
+#include <linux/gfp.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/refcount.h>
@@ -34,6 +35,9 @@ struct vmfork_layer {
 	unsigned int chain_len;		/* frozen: layers from here down */
 	bool frozen;
 };
+
+/* Guest memory allocations: charged to the memcg, failing rather than OOM-killing. */
+#define VMFORK_GFP	(GFP_KERNEL_ACCOUNT | __GFP_RETRY_MAYFAIL | __GFP_NOWARN)
 
 struct vmfork_layer *vmfork_layer_alloc(void);
 struct vmfork_layer *vmfork_layer_get(struct vmfork_layer *l);

@@ -18,11 +18,13 @@ atomic_long_t vmfork_nr_pages = ATOMIC_LONG_INIT(0);
 
 /*
  * Guest pages are charged to the memory cgroup of the task whose access
- * allocates them; a cgroup over its limit fails that access, not the host.
+ * allocates them. Out of memory, or over the cgroup's limit, the allocation
+ * fails (no OOM kill on our behalf) and so does that access: -ENOMEM for a
+ * write(), SIGBUS for a store, -EFAULT from KVM_RUN for a guest store.
  */
 struct page *vmfork_page_alloc(void)
 {
-	struct page *page = alloc_page(GFP_HIGHUSER | __GFP_ACCOUNT);
+	struct page *page = alloc_page(VMFORK_GFP | __GFP_HIGHMEM | __GFP_HARDWALL);
 
 	if (page)
 		atomic_long_inc(&vmfork_nr_pages);
@@ -123,7 +125,7 @@ int vmfork_layer_insert(struct vmfork_layer *l, pgoff_t pgoff,
 	int err;
 
 	WARN_ON_ONCE(l->frozen);
-	err = xa_err(xa_store(&l->pages, pgoff, page, GFP_KERNEL_ACCOUNT));
+	err = xa_err(xa_store(&l->pages, pgoff, page, VMFORK_GFP));
 	if (err)
 		return err;
 	l->nr_pages++;

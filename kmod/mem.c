@@ -239,10 +239,12 @@ static struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgof
 	return page;
 }
 
-static vm_fault_t vmfork_errno_to_fault(int err)
-{
-	return err == -ENOMEM ? VM_FAULT_OOM : VM_FAULT_SIGBUS;
-}
+/*
+ * A store that cannot have a private page (a template, or no memory: not
+ * VM_FAULT_OOM, which without an OOM kill in progress would retry the fault
+ * for ever) fails with SIGBUS, as the uAPI documents.
+ */
+#define VMFORK_FAULT_ERROR	VM_FAULT_SIGBUS
 
 static vm_fault_t vmfork_fault(struct vm_fault *vmf)
 {
@@ -258,7 +260,7 @@ static vm_fault_t vmfork_fault(struct vm_fault *vmf)
 	if (vmf->flags & FAULT_FLAG_WRITE) {
 		page = vmfork_mem_private_page(mem, vmf->pgoff);
 		if (IS_ERR(page)) {
-			ret = vmfork_errno_to_fault(PTR_ERR(page));
+			ret = VMFORK_FAULT_ERROR;
 			goto out;
 		}
 	} else {
@@ -286,7 +288,7 @@ static vm_fault_t vmfork_page_mkwrite(struct vm_fault *vmf)
 	mutex_lock(&mem->lock);
 	page = vmfork_mem_private_page(mem, vmf->pgoff);
 	if (IS_ERR(page)) {
-		ret = vmfork_errno_to_fault(PTR_ERR(page));
+		ret = VMFORK_FAULT_ERROR;
 	} else if (page == vmf->page) {
 		/* Locked under mem->lock: see vmfork_mem_wait_writers(). */
 		lock_page(page);

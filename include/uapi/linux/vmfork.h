@@ -17,9 +17,11 @@
  *            mmap() without MAP_SHARED or past the end of the object
  *   -EPERM   a write (pwrite, writable mmap, VMFORK_RESET) to a template
  *   -ENOSPC  pwrite at or past the end of the object
- *   -ENOMEM  out of memory (or over the memory cgroup limit)
- * A store through a mapping that the object refuses (a template) raises
- * SIGBUS; KVM reports such a guest write as -EFAULT from KVM_RUN.
+ *   -ENOMEM  out of memory, or a write over the memory cgroup limit
+ * A store through a mapping that the object refuses (a template), or one
+ * that needs a page over the memory cgroup limit, raises SIGBUS; KVM reports
+ * such a guest write as -EFAULT from KVM_RUN. Pages are charged to the memory
+ * cgroup of the task whose access allocates them.
  */
 #ifndef _UAPI_LINUX_VMFORK_H
 #define _UAPI_LINUX_VMFORK_H
