@@ -1,0 +1,190 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# vmfork top-level build. Everything goes to build/ (out of tree); "make help" lists
+# the targets. The kernel module's own kbuild file is kmod/Kbuild; ./Kbuild
+# ("obj-m += kmod/") serves "make -C $KDIR M=$PWD" and DKMS.
+
+VERSION := $(shell cat VERSION)
+BUILD := build
+SRC := $(CURDIR)
+
+# The kernel matrix: the newest installed release of each series that has headers.
+# Evaluated when make starts: check.sh installs the kernels first, then runs make.
+MATRIX_SERIES := 6.1 6.12
+MATRIX := $(strip $(foreach s,$(MATRIX_SERIES),$(shell \
+	ls -d /lib/modules/$(s).*-amd64/build/Makefile 2>/dev/null | \
+	sed 's|^/lib/modules/||; s|/build/Makefile$$||' | sort -V | tail -n1)))
+
+# "make module": one module, in place, for one kernel.
+KVER ?= $(shell uname -r)
+KDIR ?= /lib/modules/$(KVER)/build
+
+CMAKE_GENERATOR := $(if $(shell command -v ninja),Ninja,Unix Makefiles)
+
+LINUX_SRC_TAR := /usr/src/linux-source-6.1.tar.xz
+LINUX_SRC_FILES := tools/testing/selftests/kselftest_harness.h \
+	tools/testing/selftests/kselftest.h \
+	scripts/checkpatch.pl scripts/spelling.txt scripts/const_structs.checkpatch
+
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
+VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
+
+UDEV_RULE := udev/99-vmfork.rules
+UDEV_DIR ?= /etc/udev/rules.d
+
+USERSPACE_SRCS = $(shell find userspace -name '*.cpp' -o -name '*.h' | sort)
+USERSPACE_LIB_SRCS = $(shell find userspace/lib -name '*.cpp' | sort)
+
+.PHONY: all modules module userspace selftests bpf kselftest-headers check check-quick \
+	demo bench install clean help lint FORCE
+
+all: modules userspace selftests bpf
+
+help:
+	@echo 'vmfork $(VERSION): make targets'
+	@echo '  all (default)  module for every kernel of the matrix, userspace, selftests, BPF'
+	@echo '  modules        build/kmod/<release>/vmfork.ko for: $(or $(MATRIX),(no kernels: run scripts/deps.sh))'
+	@echo '  module         kmod/vmfork.ko in place for KDIR (default /lib/modules/$$(uname -r)/build)'
+	@echo '  userspace      libvmfork and its unit tests (CMake, build/userspace)'
+	@echo '  selftests      kselftest binaries in build/selftests'
+	@echo '  bpf            bpf/*.bpf.c -> build/bpf/*.bpf.o'
+	@echo '  check          deps, build, ctest, selftests in a VM on 6.1 and 6.12'
+	@echo '  check-quick    the same on 6.1 only'
+	@echo '  demo           deps, build, boot the VM path (the demo itself: issue #4)'
+	@echo '  bench          deps, build (the benchmarks: issue #6)'
+	@echo '  install        module into /lib/modules/$$(uname -r)/extra, udev rule, binaries'
+	@echo '  lint           checkpatch --strict on kmod/ and the uAPI, clang-format, clang-tidy'
+	@echo '  dkms.conf      generate dkms.conf from dkms.conf.in and VERSION'
+	@echo '  clean          remove build/ and in-place module build files'
+
+# --- kernel module --------------------------------------------------------------------
+
+# build/kmod/<release>/ holds a symlink to each source file of kmod/ (remade every
+# time, so added and removed files are picked up) and the build output.
+define kmod_rule
+$(BUILD)/kmod/$(1)/vmfork.ko: FORCE
+	@mkdir -p $$(@D)
+	@find $$(@D) -maxdepth 1 -type l -delete
+	@find $(SRC)/kmod -maxdepth 1 -type f ! -name '.*' ! -name '*.o' ! -name '*.ko' \
+		! -name '*.mod' ! -name '*.mod.c' ! -name modules.order ! -name Module.symvers \
+		-exec ln -s {} $$(@D)/ \;
+	$$(MAKE) -C /lib/modules/$(1)/build M=$(abspath $(BUILD)/kmod/$(1)) VMFORK_SRC=$(SRC) \
+		W=1 KCFLAGS=-Werror modules
+endef
+$(foreach r,$(MATRIX),$(eval $(call kmod_rule,$(r))))
+
+modules: $(foreach r,$(MATRIX),$(BUILD)/kmod/$(r)/vmfork.ko)
+ifeq ($(MATRIX),)
+	@echo "no kernel of the matrix ($(MATRIX_SERIES)) has headers: run scripts/deps.sh" >&2
+	@exit 1
+endif
+
+module:
+	@test -f $(KDIR)/Makefile || { \
+		echo "no kernel headers for $(KVER): install linux-headers-$(KVER) or pass KDIR=" >&2; \
+		exit 1; }
+	$(MAKE) -C $(KDIR) M=$(SRC)/kmod VMFORK_SRC=$(SRC) modules
+
+# --- userspace ------------------------------------------------------------------------
+
+$(BUILD)/userspace/CMakeCache.txt: userspace/CMakeLists.txt
+	cmake -S userspace -B $(BUILD)/userspace -G '$(CMAKE_GENERATOR)' \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
+
+userspace: $(BUILD)/userspace/CMakeCache.txt
+	cmake --build $(BUILD)/userspace
+
+# --- selftests ------------------------------------------------------------------------
+
+# The kselftest harness, checkpatch and its data files from Debian's linux-source-6.1,
+# extracted once (one pass over the archive).
+$(BUILD)/linux-src/.stamp: $(LINUX_SRC_TAR)
+	@mkdir -p $(@D)
+	tar -I 'xz -T0' -xf $< -C $(@D) --strip-components=1 \
+		$(addprefix linux-source-6.1/,$(LINUX_SRC_FILES))
+	@touch $@
+
+$(BUILD)/kselftest/.stamp: $(BUILD)/linux-src/.stamp
+	@mkdir -p $(@D)
+	cp $(BUILD)/linux-src/tools/testing/selftests/kselftest_harness.h \
+		$(BUILD)/linux-src/tools/testing/selftests/kselftest.h $(@D)/
+	@touch $@
+
+kselftest-headers: $(BUILD)/kselftest/.stamp
+
+selftests: $(BUILD)/kselftest/.stamp
+	$(MAKE) -C selftests/vmfork OUT=$(abspath $(BUILD)/selftests) \
+		KSFT_INC=$(abspath $(BUILD)/kselftest)
+
+# --- BPF ------------------------------------------------------------------------------
+
+bpf: $(BPF_OBJS)
+
+$(BUILD)/bpf/vmlinux.h: $(VMLINUX_BTF)
+	@mkdir -p $(@D)
+	bpftool btf dump file $< format c > $@.tmp
+	mv $@.tmp $@
+
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/bpf/vmlinux.h $(wildcard bpf/*.h) \
+		include/uapi/linux/vmfork.h
+	clang -g -O2 -Wall -target bpf -D__TARGET_ARCH_x86 -I$(BUILD)/bpf -Ibpf \
+		-Iinclude/uapi -c $< -o $@
+
+# --- tests ----------------------------------------------------------------------------
+
+check:
+	scripts/check.sh
+
+check-quick:
+	scripts/check.sh --quick
+
+demo:
+	scripts/deps.sh
+	$(MAKE) all
+	scripts/vm-run.sh --kernel 6.1 -- sh -c \
+		'test -c /dev/vmfork && echo "vmfork.ko loaded: /dev/vmfork is there"'
+	@echo "not yet: the vmfork CLI and demo land with issue #4" >&2
+	@exit 1
+
+bench:
+	scripts/deps.sh
+	$(MAKE) all
+	@echo "not yet: the benchmarks land with issue #6" >&2
+	@exit 1
+
+# --- install, packaging, lint, clean --------------------------------------------------
+
+install: module
+	$(MAKE) -C $(KDIR) M=$(SRC)/kmod VMFORK_SRC=$(SRC) INSTALL_MOD_DIR=extra \
+		$(if $(DESTDIR),INSTALL_MOD_PATH=$(DESTDIR)) modules_install
+	$(if $(DESTDIR),,depmod -a $(KVER))
+	install -D -m 0644 $(UDEV_RULE) $(DESTDIR)$(UDEV_DIR)/99-vmfork.rules
+	@[ -n "$(DESTDIR)" ] || udevadm control --reload-rules 2>/dev/null || true
+	@if [ -f $(BUILD)/userspace/CMakeCache.txt ]; then \
+		cmake --install $(BUILD)/userspace --prefix $(DESTDIR)/usr/local; fi
+
+dkms.conf: dkms.conf.in VERSION
+	sed 's/@VERSION@/$(VERSION)/' $< > $@
+
+CHECKPATCH = $(BUILD)/linux-src/scripts/checkpatch.pl --strict --no-tree --quiet --show-types
+KMOD_COMPAT := $(wildcard kmod/compat.h)
+KMOD_TRACE := $(wildcard kmod/trace*.h)
+KMOD_LINT := $(filter-out $(KMOD_COMPAT) $(KMOD_TRACE),$(wildcard kmod/*.[ch]))
+
+# Two justified exceptions: compat.h is where an out-of-tree module tests kernel
+# versions, and tracepoint headers use the TRACE_EVENT layout of the kernel's own.
+lint: $(BUILD)/linux-src/.stamp $(BUILD)/userspace/CMakeCache.txt
+	$(CHECKPATCH) -f $(KMOD_LINT) include/uapi/linux/vmfork.h
+	$(if $(KMOD_COMPAT),$(CHECKPATCH) --ignore LINUX_VERSION_CODE --ignore CONSTANT_COMPARISON \
+		-f $(KMOD_COMPAT))
+	$(if $(KMOD_TRACE),$(CHECKPATCH) --ignore OPEN_ENDED_LINE --ignore PARENTHESIS_ALIGNMENT \
+		-f $(KMOD_TRACE))
+	clang-format --dry-run -Werror $(USERSPACE_SRCS)
+	clang-tidy --quiet -p $(BUILD)/userspace $(USERSPACE_LIB_SRCS)
+
+clean:
+	rm -rf $(BUILD) dkms.conf
+	cd kmod && rm -rf *.o *.ko *.mod *.mod.c .*.cmd modules.order Module.symvers .tmp_versions
+
+FORCE:
