@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# The whole test suite: install deps, build everything, run the userspace unit tests
+# (ctest) and the kselftests inside a VM on each kernel of the matrix, and end with
+# one line "N passed, N failed[, N skipped]" over all of them.
+set -euo pipefail
+
+usage() {
+	cat <<'USAGE'
+Usage: scripts/check.sh [--quick]
+
+  --quick   selftests on the 6.1 kernel only (default: 6.1 and 6.12)
+
+Steps: scripts/deps.sh, make all, ctest (build/userspace), then for each kernel
+"scripts/vm-run.sh --kernel K -- scripts/run-selftests.sh build/selftests".
+A step that fails without test results (build error, guest crash, kernel warning,
+module that does not unload) counts as one failed test and is named at the end.
+Skipped tests are reported, never counted as passed. Exits 1 on any failure.
+Environment: CHECK_VM_TIMEOUT (seconds per VM run, default 1800).
+USAGE
+}
+
+kernels=(6.1 6.12)
+case "${1:-}" in
+-h | --help) usage; exit 0 ;;
+--quick) kernels=(6.1) ;;
+"") ;;
+*) usage >&2; exit 2 ;;
+esac
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+tmp=$(mktemp -d /tmp/vmfork-check.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+passed=0 failed=0 skipped=0
+problems=()
+start=$SECONDS
+
+problem() {
+	failed=$((failed + 1))
+	problems+=("$1")
+	echo "check: FAILED: $1" >&2
+}
+
+summary() {
+	echo
+	echo "check: $((SECONDS - start))s, kernels: ${kernels[*]}"
+	local p
+	for p in "${problems[@]+"${problems[@]}"}"; do
+		echo "check: failed: $p"
+	done
+	local line="$passed passed, $failed failed"
+	[ "$skipped" = 0 ] || line+=", $skipped skipped"
+	echo "$line"
+	[ "$failed" = 0 ] && exit 0
+	exit 1
+}
+
+step() { echo "==== check: $* ===="; }
+
+step "dependencies (scripts/deps.sh)"
+scripts/deps.sh || { problem "scripts/deps.sh failed"; summary; }
+
+step "build (make all)"
+${MAKE:-make} -j"$(nproc)" all || { problem "build: make all failed"; summary; }
+
+step "userspace unit tests (ctest)"
+ctest_rc=0
+ctest --test-dir build/userspace --output-on-failure --no-tests=error \
+	--output-junit "$tmp/ctest.xml" || ctest_rc=$?
+suite=$(tr '\n\t' '  ' <"$tmp/ctest.xml" 2>/dev/null | grep -o '<testsuite [^>]*>' | head -n1 || true)
+attr() { sed -nE "s/.* $1=\"([0-9]+)\".*/\1/p" <<<"$suite"; }
+if [ -z "$suite" ]; then
+	problem "ctest: no results (exit status $ctest_rc)"
+else
+	t=$(attr tests) f=$(attr failures) s=$(attr skipped) d=$(attr disabled)
+	t=${t:-0} f=${f:-0} s=${s:-0} d=${d:-0}
+	passed=$((passed + t - f - s - d)) failed=$((failed + f)) skipped=$((skipped + s + d))
+	[ "$ctest_rc" = 0 ] || [ "$f" != 0 ] || problem "ctest: exit status $ctest_rc"
+fi
+
+for k in "${kernels[@]}"; do
+	step "selftests in a VM, kernel $k"
+	out=$tmp/vm-$k.out
+	vm_rc=0
+	scripts/vm-run.sh --kernel "$k" --timeout "${CHECK_VM_TIMEOUT:-1800}" -- \
+		scripts/run-selftests.sh build/selftests 2>&1 | tee "$out" || vm_rc=${PIPESTATUS[0]}
+
+	res=$(grep -E '^run-selftests: pass=[0-9]+ fail=[0-9]+ skip=[0-9]+' "$out" | tail -n1 || true)
+	log=$(sed -nE 's/^vm-run: (console log|timeout: .*console log): //p' "$out" | tail -n1)
+	if [ -n "$res" ]; then
+		read -r p f s < <(sed -E 's/.*pass=([0-9]+) fail=([0-9]+) skip=([0-9]+).*/\1 \2 \3/' <<<"$res")
+		passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+	else
+		problem "vm-run $k: no selftest results (exit status $vm_rc)${log:+; log: $log}"
+		continue
+	fi
+	# Results were read; now what the VM itself reported.
+	if grep -q '^vm-run: kernel reported problems' "$out"; then
+		problem "vm-run $k: kernel warning in console${log:+ (log: $log)}"
+	fi
+	while IFS= read -r g; do
+		problem "vm-run $k: ${g#vm-run: guest: }"
+	done < <(grep '^vm-run: guest: ' "$out" || true)
+	if [ "$vm_rc" != 0 ] && [ "$f" = 0 ] &&
+		! grep -qE '^vm-run: (kernel reported problems|guest: )' "$out"; then
+		problem "vm-run $k: exit status $vm_rc${log:+ (log: $log)}"
+	fi
+done
+
+summary

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Run every kselftest binary DIR/*_test, show its TAP output and a result line per
+# binary, and end with one machine-readable summary line that scripts/check.sh reads:
+#   run-selftests: pass=N fail=N skip=N binaries=N
+set -euo pipefail
+
+usage() {
+	cat <<'USAGE'
+Usage: scripts/run-selftests.sh [-t SECS] DIR
+
+Runs each executable DIR/*_test (kselftest_harness binaries, TAP 13 output with a
+"# Totals: pass:N fail:N xfail:N xpass:N skip:N error:N" line) and reports per binary.
+Counts: passed = pass + xfail; failed = fail + xpass + error; skipped = skip. A binary
+that prints no Totals line, crashes or exits non-zero with no failure counted counts
+as one failed test (a binary that exits 4 = KSFT_SKIP without Totals: one skipped).
+Exits 1 if anything failed. Usually run inside the VM:
+
+  scripts/vm-run.sh -- scripts/run-selftests.sh build/selftests
+
+  -t SECS   time limit per binary (default 600)
+USAGE
+}
+
+per_binary_timeout=600
+while getopts "ht:" opt; do
+	case "$opt" in
+	h) usage; exit 0 ;;
+	t) per_binary_timeout=$OPTARG ;;
+	*) usage >&2; exit 2 ;;
+	esac
+done
+shift $((OPTIND - 1))
+[ $# -eq 1 ] || { usage >&2; exit 2; }
+dir=$1
+
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+pass=0 fail=0 skip=0 binaries=0
+for bin in "$dir"/*_test; do
+	[ -f "$bin" ] && [ -x "$bin" ] || continue
+	name=$(basename "$bin")
+	binaries=$((binaries + 1))
+	echo "# selftests: vmfork: $name"
+	rc=0
+	timeout -k 10 "$per_binary_timeout" "$bin" </dev/null 2>&1 | tee "$out" || rc=${PIPESTATUS[0]}
+
+	totals=$(grep -E '^# Totals: pass:[0-9]+ fail:[0-9]+ xfail:[0-9]+ xpass:[0-9]+ skip:[0-9]+ error:[0-9]+' "$out" | tail -n1 || true)
+	if [ -n "$totals" ]; then
+		read -r p f xf xp s e < <(sed -E 's/.*pass:([0-9]+) fail:([0-9]+) xfail:([0-9]+) xpass:([0-9]+) skip:([0-9]+) error:([0-9]+).*/\1 \2 \3 \4 \5 \6/' <<<"$totals")
+		bp=$((p + xf)) bf=$((f + xp + e)) bs=$s
+		if [ "$rc" != 0 ] && [ "$rc" != 4 ] && [ "$bf" = 0 ]; then
+			echo "# $name: exit status $rc but no failed test: counted as one failure"
+			bf=1
+		fi
+	elif [ "$rc" = 4 ]; then
+		bp=0 bf=0 bs=1
+	else
+		case "$rc" in
+		124 | 137) why="timed out after ${per_binary_timeout}s" ;;
+		*) why="exit status $rc, no '# Totals' line (crashed?)" ;;
+		esac
+		echo "# $name: $why: counted as one failure"
+		bp=0 bf=1 bs=0
+	fi
+	pass=$((pass + bp)) fail=$((fail + bf)) skip=$((skip + bs))
+	if [ "$bf" -gt 0 ]; then
+		verdict=FAIL
+	elif [ "$bp" = 0 ] && [ "$bs" -gt 0 ]; then
+		verdict=SKIP
+	else
+		verdict=ok
+	fi
+	echo "# selftests: vmfork: $name: $verdict (pass $bp, fail $bf, skip $bs)"
+done
+
+if [ "$binaries" = 0 ]; then
+	echo "# no *_test binaries in $dir: counted as one failure"
+	fail=1
+fi
+echo "run-selftests: pass=$pass fail=$fail skip=$skip binaries=$binaries"
+[ "$fail" = 0 ]
