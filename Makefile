@@ -36,7 +36,7 @@ UDEV_DIR ?= /etc/udev/rules.d
 USERSPACE_SRCS = $(shell find userspace -name '*.cpp' -o -name '*.h' | sort)
 USERSPACE_LIB_SRCS = $(shell find userspace/lib -name '*.cpp' | sort)
 
-.PHONY: all modules module userspace selftests bpf kselftest-headers check check-quick \
+.PHONY: all modules modules-debug module userspace selftests bpf kselftest-headers check check-quick \
 	demo bench install clean help lint FORCE
 
 all: modules userspace selftests bpf
@@ -46,6 +46,7 @@ help:
 	@echo '  all (default)  module for every kernel of the matrix, userspace, selftests, BPF'
 	@echo '  modules        build/kmod/<release>/vmfork.ko for: $(or $(MATRIX),(no kernels: run scripts/deps.sh))'
 	@echo '  module         kmod/vmfork.ko in place for KDIR (default /lib/modules/$$(uname -r)/build)'
+	@echo '  modules-debug  the module for the debug kernel (builds that kernel once, ~20-30 min)'
 	@echo '  userspace      libvmfork and its unit tests (CMake, build/userspace)'
 	@echo '  selftests      kselftest binaries in build/selftests'
 	@echo '  bpf            bpf/*.bpf.c -> build/bpf/*.bpf.o'
@@ -62,6 +63,7 @@ help:
 
 # build/kmod/<release>/ holds a symlink to each source file of kmod/ (remade every
 # time, so added and removed files are picked up) and the build output.
+# $(1): kernel release, $(2): its build tree.
 define kmod_rule
 $(BUILD)/kmod/$(1)/vmfork.ko: FORCE
 	@mkdir -p $$(@D)
@@ -69,10 +71,20 @@ $(BUILD)/kmod/$(1)/vmfork.ko: FORCE
 	@find $(SRC)/kmod -maxdepth 1 -type f ! -name '.*' ! -name '*.o' ! -name '*.ko' \
 		! -name '*.mod' ! -name '*.mod.c' ! -name modules.order ! -name Module.symvers \
 		-exec ln -s {} $$(@D)/ \;
-	$$(MAKE) -C /lib/modules/$(1)/build M=$(abspath $(BUILD)/kmod/$(1)) VMFORK_SRC=$(SRC) \
-		W=1 KCFLAGS=-Werror modules
+	$$(MAKE) -C $(2) M=$(abspath $(BUILD)/kmod/$(1)) VMFORK_SRC=$(SRC) \
+		W=1 KCFLAGS=-Werror $$(VMFORK_BUILD_FLAGS) modules
 endef
-$(foreach r,$(MATRIX),$(eval $(call kmod_rule,$(r))))
+$(foreach r,$(MATRIX),$(eval $(call kmod_rule,$(r),/lib/modules/$(r)/build)))
+
+# The debug kernel (scripts/debug-kernel.sh: KASAN, lockdep, kmemleak, fault
+# injection) is built once per machine and cached outside the checkout.
+DEBUG_KDIR = $(shell scripts/debug-kernel.sh --print-dir)
+ifneq ($(filter modules-debug,$(MAKECMDGOALS)),)
+DEBUG_RELEASE := $(shell cat $(DEBUG_KDIR)/kernelrelease)
+$(eval $(call kmod_rule,$(DEBUG_RELEASE),$(DEBUG_KDIR)/build))
+endif
+
+modules-debug: $(BUILD)/kmod/$(DEBUG_RELEASE)/vmfork.ko
 
 modules: $(foreach r,$(MATRIX),$(BUILD)/kmod/$(r)/vmfork.ko)
 ifeq ($(MATRIX),)

@@ -10,10 +10,12 @@ usage() {
 	cat <<'USAGE'
 Usage: scripts/check.sh [--quick]
 
-  --quick   selftests on the 6.1 kernel only (default: 6.1 and 6.12)
+  --quick   selftests on the 6.1 kernel only (default: 6.1, 6.12 and the debug
+            kernel with KASAN, lockdep and kmemleak, leak-checked)
 
 Steps: scripts/deps.sh, make all, ctest (build/userspace), then for each kernel
-"scripts/vm-run.sh --kernel K -- scripts/run-selftests.sh build/selftests".
+"scripts/vm-run.sh --kernel K -- scripts/run-selftests.sh -g build/userspace/vmfork_vm_tests
+build/selftests" (the kselftests and the VMM tests that need /dev/kvm and /dev/vmfork).
 A step that fails without test results (build error, guest crash, kernel warning,
 module that does not unload) counts as one failed test and is named at the end.
 Skipped tests are reported, never counted as passed. Exits 1 on any failure.
@@ -21,7 +23,7 @@ Environment: CHECK_VM_TIMEOUT (seconds per VM run, default 1800).
 USAGE
 }
 
-kernels=(6.1 6.12)
+kernels=(6.1 6.12 debug)
 case "${1:-}" in
 -h | --help) usage; exit 0 ;;
 --quick) kernels=(6.1) ;;
@@ -83,11 +85,19 @@ else
 fi
 
 for k in "${kernels[@]}"; do
-	step "selftests in a VM, kernel $k"
+	extra=()
+	if [ "$k" = debug ]; then
+		# Built once per machine and cached (scripts/debug-kernel.sh).
+		step "debug kernel and its module (make modules-debug)"
+		${MAKE:-make} modules-debug || { problem "make modules-debug failed"; continue; }
+		extra=(--leak-check)
+	fi
+	step "selftests in a VM, kernel $k ${extra[*]}"
 	out=$tmp/vm-$k.out
 	vm_rc=0
-	scripts/vm-run.sh --kernel "$k" --timeout "${CHECK_VM_TIMEOUT:-1800}" -- \
-		scripts/run-selftests.sh build/selftests 2>&1 | tee "$out" || vm_rc=${PIPESTATUS[0]}
+	scripts/vm-run.sh --kernel "$k" "${extra[@]}" --timeout "${CHECK_VM_TIMEOUT:-1800}" -- \
+		scripts/run-selftests.sh -g build/userspace/vmfork_vm_tests build/selftests 2>&1 |
+		tee "$out" || vm_rc=${PIPESTATUS[0]}
 
 	res=$(grep -E '^run-selftests: pass=[0-9]+ fail=[0-9]+ skip=[0-9]+' "$out" | tail -n1 || true)
 	log=$(sed -nE 's/^vm-run: (console log|timeout: .*console log): //p' "$out" | tail -n1)

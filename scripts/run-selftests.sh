@@ -8,7 +8,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'USAGE'
-Usage: scripts/run-selftests.sh [-t SECS] DIR
+Usage: scripts/run-selftests.sh [-t SECS] [-g GTEST_BINARY]... DIR
 
 Runs each executable DIR/*_test (kselftest_harness binaries, TAP 13 output with a
 "# Totals: pass:N fail:N xfail:N xpass:N skip:N error:N" line) and reports per binary.
@@ -20,14 +20,18 @@ Exits 1 if anything failed. Usually run inside the VM:
   scripts/vm-run.sh -- scripts/run-selftests.sh build/selftests
 
   -t SECS   time limit per binary (default 600)
+  -g BIN    also run GoogleTest binary BIN (e.g. build/userspace/vmfork_vm_tests) and
+            count its tests from its XML report (disabled tests count as skipped)
 USAGE
 }
 
 per_binary_timeout=600
-while getopts "ht:" opt; do
+gtests=()
+while getopts "ht:g:" opt; do
 	case "$opt" in
 	h) usage; exit 0 ;;
 	t) per_binary_timeout=$OPTARG ;;
+	g) gtests+=("$OPTARG") ;;
 	*) usage >&2; exit 2 ;;
 	esac
 done
@@ -36,7 +40,8 @@ shift $((OPTIND - 1))
 dir=$1
 
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+xml=$(mktemp)
+trap 'rm -f "$out" "$xml"' EXIT
 
 pass=0 fail=0 skip=0 binaries=0
 for bin in "$dir"/*_test; do
@@ -74,6 +79,34 @@ for bin in "$dir"/*_test; do
 		verdict=ok
 	fi
 	echo "# selftests: vmfork: $name: $verdict (pass $bp, fail $bf, skip $bs)"
+done
+
+for bin in "${gtests[@]+"${gtests[@]}"}"; do
+	name=$(basename "$bin")
+	binaries=$((binaries + 1))
+	echo "# gtest: $name"
+	rc=0
+	rm -f "$xml"
+	timeout -k 10 "$per_binary_timeout" "$bin" --gtest_output="xml:$xml" </dev/null 2>&1 || rc=$?
+	suite=$(tr '\n\t' '  ' <"$xml" 2>/dev/null | grep -o '<testsuites [^>]*>' | head -n1 || true)
+	if [ -z "$suite" ]; then
+		echo "# $name: exit status $rc, no XML report (crashed or timed out?): counted as one failure"
+		bp=0 bf=1 bs=0
+	else
+		a() { sed -nE "s/.* $1=\"([0-9]+)\".*/\1/p" <<<"$suite"; }
+		t=$(a tests) f=$(a failures) e=$(a errors) d=$(a disabled) s=$(a skipped)
+		t=${t:-0} f=${f:-0} e=${e:-0} d=${d:-0} s=${s:-0}
+		# "tests" includes the disabled ones.
+		bf=$((f + e)) bs=$((s + d)) bp=$((t - f - e - s - d))
+		if [ "$rc" != 0 ] && [ "$bf" = 0 ]; then
+			echo "# $name: exit status $rc but no failed test: counted as one failure"
+			bf=1
+		fi
+	fi
+	pass=$((pass + bp)) fail=$((fail + bf)) skip=$((skip + bs))
+	verdict=ok
+	[ "$bf" = 0 ] || verdict=FAIL
+	echo "# gtest: $name: $verdict (pass $bp, fail $bf, skip $bs)"
 done
 
 if [ "$binaries" = 0 ]; then

@@ -19,7 +19,11 @@ BUG, WARNING, Oops, lockdep, KASAN, UBSAN or hung-task report, or when vmfork.ko
 does not unload at the end (leaked objects).
 
 Options:
-  --kernel K      6.1 (default), 6.12, or a full release from /lib/modules
+  --kernel K      6.1 (default), 6.12, a full release from /lib/modules, or debug:
+                  the KASAN/lockdep/kmemleak kernel of scripts/debug-kernel.sh
+                  (built and cached on first use, about 20-30 min)
+  --leak-check    (debug kernel) boot with kmemleak on; after CMD, scan and fail
+                  on any leak whose allocation backtrace is in vmfork
   --mem SIZE      guest memory (QEMU -m syntax, default 2G)
   --cpus N        guest vCPUs (default 2)
   --timeout SECS  limit for the whole VM run (default 900): QEMU is stopped and
@@ -59,6 +63,7 @@ timeout_secs=900
 load_module=1
 shell=0
 log=
+leak_check=0
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -67,6 +72,7 @@ while [ $# -gt 0 ]; do
 	--cpus) cpus=${2:?--cpus needs a value}; shift 2 ;;
 	--timeout) timeout_secs=${2:?--timeout needs a value}; shift 2 ;;
 	--no-module) load_module=0; shift ;;
+	--leak-check) leak_check=1; shift ;;
 	--shell) shell=1; shift ;;
 	--log) log=${2:?--log needs a value}; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
@@ -97,15 +103,26 @@ resolve_release() {
 	echo "$r"
 }
 
-release=$(resolve_release "$kernel")
-modules=/lib/modules/$release
-vmlinuz=/boot/vmlinuz-$release
-[ -r "$vmlinuz" ] || die "$vmlinuz missing: install linux-image-$release (scripts/deps.sh)"
+debug_dir=
+if [ "$kernel" = debug ]; then
+	# Everything the runner needs is built in: no modules, no /lib/modules tree.
+	debug_dir=$("$repo/scripts/debug-kernel.sh" --print-dir) ||
+		die "the debug kernel could not be built (scripts/debug-kernel.sh)"
+	release=$(cat "$debug_dir/kernelrelease")
+	modules=
+else
+	release=$(resolve_release "$kernel")
+	modules=/lib/modules/$release
+	vmlinuz=/boot/vmlinuz-$release
+	[ -r "$vmlinuz" ] || die "$vmlinuz missing: install linux-image-$release (scripts/deps.sh)"
+fi
+[ "$leak_check" = 0 ] || [ -n "$debug_dir" ] ||
+	die "--leak-check needs kmemleak: use it with --kernel debug"
 
 ko=
 if [ "$load_module" = 1 ]; then
 	ko=$repo/build/kmod/$release/vmfork.ko
-	[ -f "$ko" ] || die "$ko missing: build it with 'make' (or pass --no-module)"
+	[ -f "$ko" ] || die "$ko missing: build it with 'make${debug_dir:+ modules-debug}' (or pass --no-module)"
 fi
 
 cache=${VMFORK_CACHE_DIR:-/var/cache/vmfork}
@@ -155,10 +172,16 @@ extract_vmlinux() {
 		{ rm -f "$tmp"; die "cannot find the vmlinux in $img"; }
 }
 
-vmlinux=$cache/vmlinux-$release
-if [ ! -s "$vmlinux" ] || [ "$vmlinuz" -nt "$vmlinux" ]; then
-	echo "vm-run: extracting $vmlinuz -> $vmlinux" >&2
-	extract_vmlinux "$vmlinuz" "$vmlinux"
+if [ -n "$debug_dir" ]; then
+	# Its PVH entry dies before the first console line (KASAN's early shadow,
+	# probably): boot the bzImage.
+	vmlinux=$debug_dir/bzImage
+else
+	vmlinux=$cache/vmlinux-$release
+	if [ ! -s "$vmlinux" ] || [ "$vmlinuz" -nt "$vmlinux" ]; then
+		echo "vm-run: extracting $vmlinuz -> $vmlinux" >&2
+		extract_vmlinux "$vmlinuz" "$vmlinux"
+	fi
 fi
 
 # --- the initramfs -------------------------------------------------------------------
@@ -211,6 +234,7 @@ INIT
 # built in (modules.builtin) is skipped. Prints paths relative to $modules.
 initramfs_modules() {
 	local seen=" " m path deps d i
+	[ -n "$modules" ] || return 0
 	for m in virtio_pci 9pnet_virtio 9p overlay; do
 		if grep -qE "/$m\.ko(\.[a-z]+)?$" "$modules/modules.builtin"; then
 			continue
@@ -295,8 +319,8 @@ guest_timeout=$timeout_secs
 
 {
 	echo "#!/bin/bash"
-	printf 'RELEASE=%q KO=%q SHELL_MODE=%q TIMEOUT=%q WORKDIR=%q\n' \
-		"$release" "$ko" "$shell" "$guest_timeout" "$PWD"
+	printf 'RELEASE=%q KO=%q SHELL_MODE=%q TIMEOUT=%q WORKDIR=%q LEAK_CHECK=%q\n' \
+		"$release" "$ko" "$shell" "$guest_timeout" "$PWD" "$leak_check"
 	cat <<'GUEST'
 # Stage 2, PID 1 on the overlay root (pseudo filesystems mounted by stage 1): load kvm,
 # kvm_amd and vmfork.ko, run the command, unload vmfork.ko, report, power off.
@@ -311,7 +335,7 @@ ip link set lo up 2>/dev/null
 say "stage 2 started"
 rc=125
 ready=0
-if ! modprobe kvm_amd; then
+if [ ! -c /dev/kvm ] && ! modprobe kvm_amd; then
 	status "modprobe kvm_amd failed"
 elif [ ! -c /dev/kvm ]; then
 	status "no /dev/kvm after loading kvm_amd"
@@ -338,6 +362,21 @@ if [ "$ready" = 1 ]; then
 	# Leftover processes would keep vmfork objects (and the module) alive.
 	kill -KILL -1 2>/dev/null
 	sleep 0.2
+	# The figures of whatever is left, and (debug kernel) a lock-order witness:
+	# this takes vmfork_objects_lock and each object's lock.
+	[ -z "$KO" ] || cat /sys/kernel/debug/vmfork/objects >$R/objects 2>&1
+	if [ "$LEAK_CHECK" = 1 ]; then
+		# kmemleak reports objects unreferenced for 5 s or more; scan twice.
+		say "kmemleak: scanning"
+		sleep 6
+		echo scan >/sys/kernel/debug/kmemleak
+		echo scan >/sys/kernel/debug/kmemleak
+		cat /sys/kernel/debug/kmemleak >$R/kmemleak
+		if grep -qE '\[vmfork\]|vmfork_' $R/kmemleak; then
+			status "kmemleak: vmfork leaked memory (see the kmemleak report in the log)"
+		fi
+		say "kmemleak: $(grep -c 'unreferenced object' $R/kmemleak) unreferenced objects in all"
+	fi
 	if [ -n "$KO" ] && ! rmmod vmfork; then
 		status "rmmod vmfork failed: objects leaked or module busy"
 	fi
@@ -364,6 +403,10 @@ fi
 
 cmdline="console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init mitigations=off"
 cmdline+=" tsc=reliable i8042.noaux i8042.nokbd i8042.nopnp"
+if [ -n "$debug_dir" ]; then
+	# kmemleak doubles the run time: on only for leak checks.
+	if [ "$leak_check" = 1 ]; then cmdline+=" kmemleak=on"; else cmdline+=" kmemleak=off"; fi
+fi
 
 qemu=(
 	qemu-system-x86_64 -nodefaults -no-user-config -no-reboot
@@ -397,6 +440,14 @@ console_tail=$(tail -n 20 "$log")
 	echo
 	echo "==== vm-run: guest dmesg ===="
 	cat "$run/dmesg" 2>/dev/null || echo "(none: the guest did not finish)"
+	if [ -s "$run/objects" ]; then
+		echo "==== vm-run: /sys/kernel/debug/vmfork/objects before rmmod ===="
+		cat "$run/objects"
+	fi
+	if [ -s "$run/kmemleak" ]; then
+		echo "==== vm-run: kmemleak report ===="
+		cat "$run/kmemleak"
+	fi
 	echo "==== vm-run: status ===="
 	cat "$run/status" 2>/dev/null || true
 	echo "rc=$(cat "$run/rc" 2>/dev/null || echo none) qemu_rc=$qemu_rc elapsed=${elapsed}s"
@@ -411,6 +462,8 @@ fi
 
 failed=0
 bad='BUG:|WARNING:|Oops|Call Trace|KASAN|possible circular locking|INFO: task .* blocked|UBSAN|kernel BUG'
+bad+='|inconsistent lock state|possible recursive locking|DEBUG_LOCKS_WARN_ON|list_(add|del) corruption'
+bad+='|Bad page state|page dumped because|ODEBUG:'
 if grep -qE "$bad" "$log"; then
 	echo "vm-run: kernel reported problems ($release):" >&2
 	grep -nE "$bad" "$log" | head -n 20 >&2
