@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The built-in guest: a freestanding 64-bit program, started by the host directly
+ * in long mode on every vCPU (rdi = cpu index). vCPU 0 fills fill_percent of RAM
+ * with data at boot; then every vCPU loops: read the clone identity, fold the step
+ * into a checksum, write the work area, and every report_every steps fill its
+ * report slot and OUT to the report port. State the host checks after a fork is
+ * spread on purpose over memory (step, checksum, work area), registers (xmm15),
+ * the LAPIC (LDR), a debug register (DR0), an MSR (LSTAR) and the TSC.
+ */
+#include "guest_abi.h"
+
+#define MSR_LSTAR 0xc0000082U
+#define APIC_BASE 0xfee00000ULL
+#define APIC_LDR 0xd0
+
+static inline void outb(uint16_t port, uint8_t v) {
+    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline void outl(uint16_t port, uint32_t v) {
+    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port) : "memory");
+}
+
+static inline uint64_t rdtsc(void) {
+    uint32_t lo, hi;
+
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static inline uint64_t rdmsr(uint32_t msr) {
+    uint32_t lo, hi;
+
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static inline void wrmsr(uint32_t msr, uint64_t v) {
+    __asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+
+static inline volatile uint32_t* apic_reg(uint32_t off) {
+    return (volatile uint32_t*)(APIC_BASE + off);
+}
+
+static void puts_serial(const char* s) {
+    while (*s)
+        outb(VMFORK_GUEST_SERIAL_PORT, (uint8_t)*s++);
+}
+
+static void putu_serial(uint64_t v) {
+    char buf[21];
+    int i = 20;
+
+    buf[i] = 0;
+    do {
+        buf[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    puts_serial(&buf[i]);
+}
+
+/*
+ * xmm15 is the register-only accumulator. -mgeneral-regs-only keeps the compiler
+ * off SSE, so no clobbers are needed (and none are allowed).
+ */
+static inline void xmm_zero(void) {
+    __asm__ volatile("pxor %xmm15, %xmm15");
+}
+
+static inline void xmm_add(uint64_t v) {
+    __asm__ volatile("movq %0, %%xmm14\n\tpaddq %%xmm14, %%xmm15" : : "r"(v));
+}
+
+static inline uint64_t xmm_read(void) {
+    uint64_t v;
+
+    __asm__ volatile("movq %%xmm15, %0" : "=r"(v));
+    return v;
+}
+
+static uint64_t fill_ram(const struct vmfork_guest_boot_info* bi) {
+    uint64_t start = VMFORK_GUEST_WORK + bi->ncpus * VMFORK_GUEST_WORK_SIZE;
+    uint64_t end = bi->mem_size / 100 * bi->fill_percent;
+    uint64_t pages = 0;
+
+    for (uint64_t a = start; a + 4096 <= end; a += 4096, pages++) {
+        volatile uint64_t* p = (volatile uint64_t*)a;
+
+        for (int i = 0; i < 512; i++)
+            p[i] = a ^ ((uint64_t)i << 48) ^ 0x5a5a5a5a5a5a5a5aULL;
+    }
+    return pages;
+}
+
+void guest_main(uint64_t cpu) {
+    const struct vmfork_guest_boot_info* bi =
+        (const struct vmfork_guest_boot_info*)VMFORK_GUEST_BOOT_INFO;
+    struct vmfork_guest_identity* ident = (struct vmfork_guest_identity*)VMFORK_GUEST_IDENTITY;
+    volatile struct vmfork_guest_slot* slot =
+        (volatile struct vmfork_guest_slot*)VMFORK_GUEST_SLOTS + cpu;
+    volatile uint64_t* work =
+        (volatile uint64_t*)(VMFORK_GUEST_WORK + cpu * VMFORK_GUEST_WORK_SIZE);
+    uint64_t every = bi->report_every ? bi->report_every : 1;
+    uint64_t gen, dr0 = vmfork_guest_dr0(cpu);
+
+    *apic_reg(APIC_LDR) = (uint32_t)vmfork_guest_apic_ldr(cpu);
+    __asm__ volatile("mov %0, %%dr0" : : "r"(dr0));
+    wrmsr(MSR_LSTAR, vmfork_guest_lstar(cpu));
+    xmm_zero();
+
+    slot->cpu = cpu;
+    slot->step = 0;
+    slot->checksum = vmfork_guest_seed(cpu);
+    slot->identity_changes = 0;
+    slot->filled_pages = cpu == 0 ? fill_ram(bi) : 0;
+    gen = ident->generation;
+    if (cpu == 0) {
+        puts_serial("vmfork guest: ");
+        putu_serial(bi->ncpus);
+        puts_serial(" cpus, filled ");
+        putu_serial(slot->filled_pages);
+        puts_serial(" pages\n");
+    }
+
+    for (;;) {
+        uint64_t k = slot->step + 1;
+        uint64_t sum = vmfork_guest_step(slot->checksum, k);
+        uint64_t g = ident->generation;
+
+        if (g != gen) {
+            gen = g;
+            slot->identity_changes++;
+        }
+        work[k % VMFORK_GUEST_WORK_WORDS] = vmfork_guest_work_value(sum, k);
+        xmm_add(VMFORK_GUEST_XMM_INC);
+        slot->checksum = sum;
+        slot->step = k;
+        if (k % every == 0) {
+            uint64_t d;
+
+            __asm__ volatile("mov %%dr0, %0" : "=r"(d));
+            slot->xmm = xmm_read();
+            slot->tsc = rdtsc();
+            slot->apic_ldr = *apic_reg(APIC_LDR);
+            slot->dr0 = d;
+            slot->lstar = rdmsr(MSR_LSTAR);
+            slot->generation = gen;
+            slot->id = ident->id;
+            outl(VMFORK_GUEST_REPORT_PORT, (uint32_t)cpu);
+        }
+    }
+}

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The contract between the built-in guest (guest.c, freestanding C) and the host
+ * (BuiltinGuestLoader, ReportPort): guest-physical layout, the boot-info page, the
+ * clone-identity page, the per-vCPU report slots and the checksum every step folds
+ * in. Plain C so both sides include it.
+ */
+#ifndef VMFORK_GUEST_ABI_H
+#define VMFORK_GUEST_ABI_H
+
+#include <stdint.h>
+
+/* Guest-physical layout (all below 2 MiB except the work and fill areas). */
+#define VMFORK_GUEST_GDT 0x1000ULL
+#define VMFORK_GUEST_PML4 0x2000ULL
+#define VMFORK_GUEST_PDPT 0x3000ULL
+#define VMFORK_GUEST_PD 0x4000ULL /* 4 pages: 4 GiB identity-mapped with 2 MiB pages */
+#define VMFORK_GUEST_BOOT_INFO 0x8000ULL
+#define VMFORK_GUEST_IDENTITY 0x9000ULL
+#define VMFORK_GUEST_SLOTS 0xa000ULL /* struct vmfork_guest_slot[VMFORK_GUEST_MAX_CPUS] */
+#define VMFORK_GUEST_STACKS 0x10000ULL
+#define VMFORK_GUEST_STACK_SIZE 0x4000ULL
+#define VMFORK_GUEST_MAX_CPUS 16
+#define VMFORK_GUEST_ENTRY 0x100000ULL /* the flat binary is loaded here */
+#define VMFORK_GUEST_CODE_MAX 0x100000ULL
+#define VMFORK_GUEST_WORK 0x200000ULL /* per vCPU: VMFORK_GUEST_WORK_SIZE bytes */
+#define VMFORK_GUEST_WORK_SIZE 0x10000ULL
+#define VMFORK_GUEST_WORK_WORDS (VMFORK_GUEST_WORK_SIZE / 8)
+#define VMFORK_GUEST_MIN_MEM 0x400000ULL
+
+/* I/O ports. */
+#define VMFORK_GUEST_SERIAL_PORT 0x3f8
+#define VMFORK_GUEST_REPORT_PORT 0x500 /* OUT (32-bit): cpu index; its slot is filled */
+
+#define VMFORK_GUEST_BOOT_MAGIC 0x746f6f626b666d76ULL /* "vmfkboot" */
+
+struct vmfork_guest_boot_info {
+    uint64_t magic;
+    uint64_t mem_size;     /* bytes of guest RAM at gpa 0 */
+    uint64_t fill_percent; /* share of RAM the guest fills with data at boot */
+    uint64_t ncpus;
+    uint64_t report_every; /* steps between two reports */
+};
+
+/* Written by the host before a VM (or a clone) runs; generation 0 = the original. */
+struct vmfork_guest_identity {
+    volatile uint64_t generation;
+    volatile uint64_t id;
+};
+
+/*
+ * One per vCPU. The guest fills it and then does OUT cpu to the report port; the
+ * host reads it while the vCPU waits in that exit. step and checksum also live here
+ * between reports (the guest's working copy), so the host can verify memory.
+ */
+struct vmfork_guest_slot {
+    uint64_t cpu;
+    uint64_t step;       /* steps done */
+    uint64_t checksum;   /* vmfork_guest_checksum() folded over steps 1..step */
+    uint64_t xmm;        /* step * VMFORK_GUEST_XMM_INC, kept only in xmm15 */
+    uint64_t tsc;        /* rdtsc at the report */
+    uint64_t apic_ldr;   /* LAPIC logical destination register, set at boot */
+    uint64_t dr0;        /* debug register 0, set at boot */
+    uint64_t lstar;      /* MSR_LSTAR, set at boot */
+    uint64_t generation; /* identity as the guest read it */
+    uint64_t id;
+    uint64_t identity_changes; /* times the guest saw the generation change */
+    uint64_t filled_pages;     /* pages filled at boot */
+    uint64_t reserved[4];
+};
+
+#define VMFORK_GUEST_XMM_INC 0x0101010101010101ULL
+
+static inline uint64_t vmfork_guest_seed(uint64_t cpu) {
+    return 0x9e3779b97f4a7c15ULL * (cpu + 1);
+}
+
+/* checksum(k) = step(checksum(k - 1), k), checksum(0) = seed(cpu). */
+static inline uint64_t vmfork_guest_step(uint64_t sum, uint64_t k) {
+    sum ^= k + (sum >> 29);
+    return sum * 0x100000001b3ULL + 0x5851f42d4c957f2dULL;
+}
+
+/* The value written at step k to work word k % VMFORK_GUEST_WORK_WORDS. */
+static inline uint64_t vmfork_guest_work_value(uint64_t sum, uint64_t k) {
+    return sum ^ (k << 32);
+}
+
+static inline uint64_t vmfork_guest_apic_ldr(uint64_t cpu) {
+    return (uint64_t)(1U << (cpu % 8)) << 24;
+}
+
+static inline uint64_t vmfork_guest_dr0(uint64_t cpu) {
+    return 0x1000ULL + cpu * 8;
+}
+
+static inline uint64_t vmfork_guest_lstar(uint64_t cpu) {
+    return 0xffffffff81000000ULL + cpu * 0x1000;
+}
+
+#endif /* VMFORK_GUEST_ABI_H */

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: GPL-2.0
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace vmfork {
+
+class GuestMemory;
+class Vcpu;
+
+// Puts a guest into fresh RAM and sets the vCPUs' initial state (CPUID is already
+// set). The built-in guest is one loader; a Linux bzImage loader is another.
+class BootLoader {
+public:
+    BootLoader() = default;
+    BootLoader(const BootLoader&) = delete;
+    BootLoader& operator=(const BootLoader&) = delete;
+    BootLoader(BootLoader&&) = delete;
+    BootLoader& operator=(BootLoader&&) = delete;
+    virtual ~BootLoader() = default;
+    virtual void load(const GuestMemory& memory, const std::vector<const Vcpu*>& vcpus) = 0;
+};
+
+// The built-in guest (userspace/guest/), started directly in 64-bit mode: the host
+// builds identity-mapped page tables (2 MiB pages, 4 GiB), a GDT and the boot-info
+// page, and sets CR0/CR3/CR4/EFER and the segments through KVM_SET_SREGS.
+class BuiltinGuestLoader : public BootLoader {
+public:
+    BuiltinGuestLoader(std::uint64_t fill_percent, std::uint64_t report_every)
+        : fill_percent_(fill_percent), report_every_(report_every) {}
+    void load(const GuestMemory& memory, const std::vector<const Vcpu*>& vcpus) override;
+
+    // The embedded flat binary.
+    static std::span<const std::uint8_t> image();
+
+private:
+    std::uint64_t fill_percent_;
+    std::uint64_t report_every_;
+};
+
+} // namespace vmfork

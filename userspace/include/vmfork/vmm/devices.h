@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: GPL-2.0
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "guest_abi.h"
+#include "vmfork/unique_fd.h"
+
+namespace vmfork {
+
+class GuestMemory;
+
+// A device on the x86 I/O port bus. data is the access (1, 2 or 4 bytes).
+class PioDevice {
+public:
+    PioDevice() = default;
+    PioDevice(const PioDevice&) = delete;
+    PioDevice& operator=(const PioDevice&) = delete;
+    PioDevice(PioDevice&&) = delete;
+    PioDevice& operator=(PioDevice&&) = delete;
+    virtual ~PioDevice() = default;
+    virtual void pio_in(std::uint16_t port, std::span<std::uint8_t> data, unsigned vcpu) = 0;
+    virtual void pio_out(std::uint16_t port, std::span<const std::uint8_t> data, unsigned vcpu) = 0;
+};
+
+// Port ranges to devices. Accesses to no device read all-ones and are counted, as on
+// a PC with nothing at the port.
+class IoBus {
+public:
+    void add(std::uint16_t base, std::uint16_t len, PioDevice* device);
+    void pio(std::uint16_t port, bool out, std::span<std::uint8_t> data, unsigned vcpu);
+    [[nodiscard]] std::uint64_t unclaimed() const noexcept { return unclaimed_; }
+
+private:
+    struct Range {
+        std::uint16_t base;
+        std::uint16_t len;
+        PioDevice* device; // owned by the Machine, outlives the bus
+    };
+    std::vector<Range> ranges_;
+    std::uint64_t unclaimed_ = 0;
+};
+
+// A minimal 16550 at 0x3f8: transmitted bytes go to a buffer (and a file if given);
+// the line status register always says "transmitter empty".
+class SerialPort : public PioDevice {
+public:
+    static constexpr std::uint16_t base = VMFORK_GUEST_SERIAL_PORT;
+    static constexpr std::uint16_t len = 8;
+
+    explicit SerialPort(UniqueFd out = {}) : out_(std::move(out)) {}
+    void pio_in(std::uint16_t port, std::span<std::uint8_t> data, unsigned vcpu) override;
+    void pio_out(std::uint16_t port, std::span<const std::uint8_t> data, unsigned vcpu) override;
+    [[nodiscard]] std::string output() const;
+
+private:
+    mutable std::mutex mutex_;
+    std::string buffer_;
+    UniqueFd out_;
+};
+
+// One progress report of the built-in guest: its report slot, as read at the OUT.
+struct GuestReport {
+    vmfork_guest_slot slot{};
+    std::chrono::steady_clock::time_point when;
+};
+
+// The report port: OUT cpu makes the host copy that vCPU's report slot.
+class ReportPort : public PioDevice {
+public:
+    static constexpr std::uint16_t base = VMFORK_GUEST_REPORT_PORT;
+    static constexpr std::uint16_t len = 4;
+
+    explicit ReportPort(const GuestMemory& memory) : memory_(memory) {}
+    void pio_in(std::uint16_t port, std::span<std::uint8_t> data, unsigned vcpu) override;
+    void pio_out(std::uint16_t port, std::span<const std::uint8_t> data, unsigned vcpu) override;
+
+    [[nodiscard]] std::vector<GuestReport> reports() const;
+    // Waits until pred(reports) holds; false on timeout.
+    bool wait_for(const std::function<bool(const std::vector<GuestReport>&)>& pred,
+                  std::chrono::milliseconds timeout) const;
+
+private:
+    const GuestMemory& memory_;
+    mutable std::mutex mutex_;
+    mutable std::condition_variable cv_;
+    std::vector<GuestReport> reports_;
+};
+
+} // namespace vmfork

@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: GPL-2.0
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vmfork/kvm.h"
+#include "vmfork/memory_object.h"
+#include "vmfork/vm_state.h"
+#include "vmfork/vmm/devices.h"
+#include "vmfork/vmm/memory.h"
+#include "vmfork/vmm/vcpu_runner.h"
+
+namespace vmfork {
+
+class BootLoader;
+class Device;
+
+struct MachineConfig {
+    std::uint64_t mem_size = 32 << 20;
+    unsigned cpus = 1;
+    std::string serial_path; // the console also goes to this file if set
+};
+
+// The clone identity the guest reads at VMFORK_GUEST_IDENTITY: generation 0 for a
+// booted VM, parent's + 1 for a clone; id unique per VM (the memory object's id).
+struct CloneIdentity {
+    std::uint64_t generation = 0;
+    std::uint64_t id = 0;
+};
+
+// One VM in this process: guest memory on a vmfork object, in-kernel irqchip and PIT,
+// the devices, one VcpuRunner per vCPU. Holds a reference to kvm: keep it alive.
+class Machine {
+    struct Key {
+        explicit Key() = default;
+    };
+
+public:
+    // Boots a guest with loader on a new memory object of config.mem_size; the vCPUs
+    // start running at once.
+    static std::unique_ptr<Machine> boot(const Kvm& kvm, const Device& device,
+                                         const MachineConfig& config, BootLoader& loader);
+    // A clone: a new VM on memory (a fork child), state restored, identity written
+    // before any vCPU runs; the vCPUs start running at once.
+    static std::unique_ptr<Machine> restore(const Kvm& kvm, MemoryObject memory,
+                                            const VmState& state, const CloneIdentity& identity,
+                                            const std::string& serial_path = {});
+
+    // For boot() and restore() only: Key is private.
+    Machine(Key key, const Kvm& kvm, MemoryObject memory, unsigned cpus,
+            const std::string& serial_path);
+    ~Machine();
+    Machine(const Machine&) = delete;
+    Machine& operator=(const Machine&) = delete;
+    Machine(Machine&&) = delete;
+    Machine& operator=(Machine&&) = delete;
+
+    // Throws if a vCPU does not stop within the timeout.
+    void pause();
+    void resume();
+    // Only while paused.
+    [[nodiscard]] VmState capture() const;
+
+    struct Fork {
+        MemoryObject memory;
+        VmState state;
+    };
+    // Pause, capture, VMFORK_VM_FORK, then resume (Live) or stay paused (Template: the
+    // parent's memory is read-only from now on).
+    Fork fork(ForkMode mode = ForkMode::Live);
+
+    void set_identity(const CloneIdentity& identity) const;
+    [[nodiscard]] CloneIdentity identity() const;
+
+    [[nodiscard]] const GuestMemory& memory() const noexcept { return *memory_; }
+    [[nodiscard]] GuestMemory& memory() noexcept { return *memory_; }
+    [[nodiscard]] const ReportPort& reports() const noexcept { return *report_; }
+    [[nodiscard]] const SerialPort& serial() const noexcept { return *serial_; }
+    [[nodiscard]] unsigned cpus() const noexcept { return static_cast<unsigned>(vcpus_.size()); }
+    [[nodiscard]] std::vector<VcpuLifecycle> vcpu_states() const;
+    // Errors of vCPUs that stopped on one, "vCPU N: ..." each.
+    [[nodiscard]] std::vector<std::string> errors() const;
+
+private:
+    void start(bool paused);
+    [[nodiscard]] std::vector<const Vcpu*> vcpu_ptrs() const;
+
+    const Kvm& kvm_;
+    std::unique_ptr<GuestMemory> memory_;
+    std::unique_ptr<SerialPort> serial_;
+    std::unique_ptr<ReportPort> report_;
+    IoBus bus_;
+    Vm vm_;
+    std::vector<std::unique_ptr<Vcpu>> vcpus_;
+    std::vector<std::unique_ptr<VcpuRunner>> runners_; // destroyed first: threads stop
+};
+
+} // namespace vmfork

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: GPL-2.0
+#include "vmfork/vmm/devices.h"
+
+#include <algorithm>
+#include <unistd.h>
+
+#include "vmfork/vmm/memory.h"
+
+namespace vmfork {
+
+void IoBus::add(std::uint16_t base, std::uint16_t len, PioDevice* device) {
+    ranges_.push_back({base, len, device});
+}
+
+void IoBus::pio(std::uint16_t port, bool out, std::span<std::uint8_t> data, unsigned vcpu) {
+    for (const Range& r : ranges_) {
+        if (port >= r.base && port - r.base < r.len) {
+            if (out) {
+                r.device->pio_out(port, data, vcpu);
+            } else {
+                r.device->pio_in(port, data, vcpu);
+            }
+            return;
+        }
+    }
+    ++unclaimed_;
+    if (!out) {
+        std::fill(data.begin(), data.end(), 0xff);
+    }
+}
+
+void SerialPort::pio_in(std::uint16_t port, std::span<std::uint8_t> data, unsigned /*vcpu*/) {
+    constexpr std::uint8_t lsr_thre_temt = 0x60;
+    std::fill(data.begin(), data.end(), 0);
+    if (port == base + 5 && !data.empty()) {
+        data[0] = lsr_thre_temt;
+    }
+}
+
+void SerialPort::pio_out(std::uint16_t port, std::span<const std::uint8_t> data,
+                         unsigned /*vcpu*/) {
+    if (port != base || data.empty()) {
+        return; // divisor, interrupt enable, line control...: nothing to emulate
+    }
+    const std::scoped_lock lock(mutex_);
+    buffer_.push_back(static_cast<char>(data[0]));
+    if (out_) {
+        // The console file is best effort: a full disk must not stop the guest.
+        (void)!::write(out_.get(), data.data(), 1);
+    }
+}
+
+std::string SerialPort::output() const {
+    const std::scoped_lock lock(mutex_);
+    return buffer_;
+}
+
+void ReportPort::pio_in(std::uint16_t /*port*/, std::span<std::uint8_t> data, unsigned /*vcpu*/) {
+    std::fill(data.begin(), data.end(), 0);
+}
+
+void ReportPort::pio_out(std::uint16_t port, std::span<const std::uint8_t> data,
+                         unsigned /*vcpu*/) {
+    if (port != base || data.size() != 4) {
+        return;
+    }
+    std::uint32_t cpu = 0;
+    std::copy(data.begin(), data.end(), reinterpret_cast<std::uint8_t*>(&cpu));
+    if (cpu >= VMFORK_GUEST_MAX_CPUS) {
+        return;
+    }
+    GuestReport report{
+        memory_.read<vmfork_guest_slot>(VMFORK_GUEST_SLOTS + cpu * sizeof(vmfork_guest_slot)),
+        std::chrono::steady_clock::now()};
+    {
+        const std::scoped_lock lock(mutex_);
+        reports_.push_back(report);
+    }
+    cv_.notify_all();
+}
+
+std::vector<GuestReport> ReportPort::reports() const {
+    const std::scoped_lock lock(mutex_);
+    return reports_;
+}
+
+bool ReportPort::wait_for(const std::function<bool(const std::vector<GuestReport>&)>& pred,
+                          std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, timeout, [&] { return pred(reports_); });
+}
+
+} // namespace vmfork

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: GPL-2.0
+#include "vmfork/vmm/machine.h"
+
+#include <cerrno>
+#include <fcntl.h>
+
+#include "guest_abi.h"
+#include "vmfork/device.h"
+#include "vmfork/system_error.h"
+#include "vmfork/vmm/boot_loader.h"
+
+namespace vmfork {
+
+namespace {
+
+// Intel VMX needs these three pages below 4 GiB for real-mode emulation; harmless on
+// AMD. Just under the BIOS area at the top of the 32-bit space, far above guest RAM.
+constexpr std::uint64_t tss_addr = 0xfffbd000;
+constexpr std::uint64_t identity_map_addr = 0xfffbc000;
+
+UniqueFd open_serial(const std::string& path) {
+    if (path.empty()) {
+        return {};
+    }
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    if (!fd) {
+        throw SystemError::from_errno("cannot open console file " + path);
+    }
+    return fd;
+}
+
+// The host's supported CPUID with this vCPU's APIC ID in leaves 1, 0xb and 0x1f.
+std::vector<kvm_cpuid_entry2> cpuid_for(const Kvm& kvm, unsigned id) {
+    auto entries = kvm.supported_cpuid();
+    for (auto& e : entries) {
+        if (e.function == 1) {
+            e.ebx = (e.ebx & 0x00ffffffU) | (id << 24);
+        } else if (e.function == 0xb || e.function == 0x1f) {
+            e.edx = id;
+        }
+    }
+    return entries;
+}
+
+} // namespace
+
+Machine::Machine(Key /*key*/, const Kvm& kvm, MemoryObject memory, unsigned cpus,
+                 const std::string& serial_path)
+    : kvm_(kvm), memory_(std::make_unique<GuestMemory>(std::move(memory))),
+      serial_(std::make_unique<SerialPort>(open_serial(serial_path))),
+      report_(std::make_unique<ReportPort>(*memory_)), vm_(kvm.create_vm()) {
+    if (cpus == 0 || cpus > VmState::max_vcpus) {
+        throw SystemError(EINVAL, "a VM needs 1.." + std::to_string(VmState::max_vcpus) +
+                                      " vCPUs, not " + std::to_string(cpus));
+    }
+    if (kvm.check_extension(KVM_CAP_IRQCHIP) <= 0 || kvm.check_extension(KVM_CAP_PIT2) <= 0) {
+        throw SystemError(ENOTSUP, "this KVM has no in-kernel irqchip or PIT");
+    }
+    vm_.set_tss_addr(tss_addr);
+    vm_.set_identity_map_addr(identity_map_addr);
+    vm_.create_irqchip();
+    vm_.create_pit2();
+    memory_->attach(vm_);
+    bus_.add(SerialPort::base, SerialPort::len, serial_.get());
+    bus_.add(ReportPort::base, ReportPort::len, report_.get());
+    for (unsigned i = 0; i < cpus; ++i) {
+        vcpus_.push_back(std::make_unique<Vcpu>(vm_.create_vcpu(i)));
+    }
+}
+
+Machine::~Machine() {
+    for (auto& r : runners_) {
+        r->stop();
+    }
+}
+
+std::unique_ptr<Machine> Machine::boot(const Kvm& kvm, const Device& device,
+                                       const MachineConfig& config, BootLoader& loader) {
+    auto m = std::make_unique<Machine>(Key{}, kvm, device.create_memory(config.mem_size),
+                                       config.cpus, config.serial_path);
+    for (const auto& vcpu : m->vcpus_) {
+        vcpu->set_cpuid(cpuid_for(kvm, vcpu->id()));
+    }
+    loader.load(*m->memory_, m->vcpu_ptrs());
+    m->set_identity({0, m->memory_->object().id()});
+    m->start(false);
+    return m;
+}
+
+std::unique_ptr<Machine> Machine::restore(const Kvm& kvm, MemoryObject memory, const VmState& state,
+                                          const CloneIdentity& identity,
+                                          const std::string& serial_path) {
+    if (state.mem_size != memory.size()) {
+        throw SystemError(EINVAL, "the state is of a VM with " + std::to_string(state.mem_size) +
+                                      " bytes of RAM, the memory object has " +
+                                      std::to_string(memory.size()));
+    }
+    auto m = std::make_unique<Machine>(Key{}, kvm, std::move(memory),
+                                       static_cast<unsigned>(state.vcpus.size()), serial_path);
+    restore_vm(m->vm_, m->vcpu_ptrs(), state);
+    m->set_identity(identity);
+    m->start(false);
+    return m;
+}
+
+void Machine::start(bool paused) {
+    for (auto& vcpu : vcpus_) {
+        runners_.push_back(std::make_unique<VcpuRunner>(*vcpu, bus_));
+    }
+    for (auto& r : runners_) {
+        r->start(paused);
+    }
+}
+
+std::vector<const Vcpu*> Machine::vcpu_ptrs() const {
+    std::vector<const Vcpu*> v;
+    v.reserve(vcpus_.size());
+    for (const auto& vcpu : vcpus_) {
+        v.push_back(vcpu.get());
+    }
+    return v;
+}
+
+void Machine::pause() {
+    for (auto& r : runners_) {
+        if (!r->pause()) {
+            throw SystemError(ETIMEDOUT, "a vCPU did not pause within 10 s");
+        }
+    }
+}
+
+void Machine::resume() {
+    for (auto& r : runners_) {
+        r->resume();
+    }
+}
+
+VmState Machine::capture() const {
+    for (const auto& r : runners_) {
+        if (r->state() == VcpuLifecycle::Running) {
+            throw SystemError(EBUSY, "capture of a running VM: pause it first");
+        }
+    }
+    return capture_vm(kvm_, vm_, vcpu_ptrs(), memory_->size());
+}
+
+Machine::Fork Machine::fork(ForkMode mode) {
+    pause();
+    try {
+        VmState state = capture();
+        MemoryObject child = memory_->object().fork(mode);
+        if (mode == ForkMode::Live) {
+            resume();
+        }
+        return {std::move(child), std::move(state)};
+    } catch (...) {
+        if (mode == ForkMode::Live) {
+            resume();
+        }
+        throw;
+    }
+}
+
+void Machine::set_identity(const CloneIdentity& identity) const {
+    // id first, generation last: the guest takes a new generation as the signal.
+    memory_->write(VMFORK_GUEST_IDENTITY + offsetof(vmfork_guest_identity, id), identity.id);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memory_->write(VMFORK_GUEST_IDENTITY + offsetof(vmfork_guest_identity, generation),
+                   identity.generation);
+}
+
+CloneIdentity Machine::identity() const {
+    return {
+        memory_->read<std::uint64_t>(VMFORK_GUEST_IDENTITY +
+                                     offsetof(vmfork_guest_identity, generation)),
+        memory_->read<std::uint64_t>(VMFORK_GUEST_IDENTITY + offsetof(vmfork_guest_identity, id))};
+}
+
+std::vector<VcpuLifecycle> Machine::vcpu_states() const {
+    std::vector<VcpuLifecycle> v;
+    for (const auto& r : runners_) {
+        v.push_back(r->state());
+    }
+    return v;
+}
+
+std::vector<std::string> Machine::errors() const {
+    std::vector<std::string> v;
+    for (const auto& r : runners_) {
+        if (auto e = r->error(); !e.empty()) {
+            v.push_back(std::move(e));
+        }
+    }
+    return v;
+}
+
+} // namespace vmfork
