@@ -85,18 +85,20 @@ else
 fi
 
 for k in "${kernels[@]}"; do
-	extra=()
+	extra=() run_opts=()
 	if [ "$k" = debug ]; then
 		# Built once per machine and cached (scripts/debug-kernel.sh).
 		step "debug kernel and its module (make modules-debug)"
 		${MAKE:-make} modules-debug || { problem "make modules-debug failed"; continue; }
-		extra=(--leak-check)
+		# One pass both leak-checked and fault-injected.
+		extra=(--leak-check) run_opts=(-f)
 	fi
 	step "selftests in a VM, kernel $k ${extra[*]}"
 	out=$tmp/vm-$k.out
 	vm_rc=0
 	scripts/vm-run.sh --kernel "$k" "${extra[@]}" --timeout "${CHECK_VM_TIMEOUT:-1800}" -- \
-		scripts/run-selftests.sh -g build/userspace/vmfork_vm_tests build/selftests 2>&1 |
+		scripts/run-selftests.sh "${run_opts[@]}" -g build/userspace/vmfork_vm_tests \
+		build/selftests 2>&1 |
 		tee "$out" || vm_rc=${PIPESTATUS[0]}
 
 	res=$(grep -E '^run-selftests: pass=[0-9]+ fail=[0-9]+ skip=[0-9]+' "$out" | tail -n1 || true)

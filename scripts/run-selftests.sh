@@ -20,6 +20,8 @@ Exits 1 if anything failed. Usually run inside the VM:
   scripts/vm-run.sh -- scripts/run-selftests.sh build/selftests
 
   -t SECS   time limit per binary (default 600)
+  -f        also run DIR/*_fitest (fault injection: needs failslab and
+            fail_page_alloc, i.e. the debug kernel)
   -g BIN    also run GoogleTest binary BIN (e.g. build/userspace/vmfork_vm_tests) and
             count its tests from its XML report (disabled tests count as skipped)
 USAGE
@@ -27,10 +29,12 @@ USAGE
 
 per_binary_timeout=600
 gtests=()
-while getopts "ht:g:" opt; do
+fitests=0
+while getopts "hft:g:" opt; do
 	case "$opt" in
 	h) usage; exit 0 ;;
 	t) per_binary_timeout=$OPTARG ;;
+	f) fitests=1 ;;
 	g) gtests+=("$OPTARG") ;;
 	*) usage >&2; exit 2 ;;
 	esac
@@ -44,7 +48,9 @@ xml=$(mktemp)
 trap 'rm -f "$out" "$xml"' EXIT
 
 pass=0 fail=0 skip=0 binaries=0
-for bin in "$dir"/*_test; do
+bins=("$dir"/*_test)
+[ "$fitests" = 0 ] || bins+=("$dir"/*_fitest)
+for bin in "${bins[@]}"; do
 	[ -f "$bin" ] && [ -x "$bin" ] || continue
 	name=$(basename "$bin")
 	binaries=$((binaries + 1))
