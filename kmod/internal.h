@@ -4,6 +4,7 @@
 
 #include <linux/atomic.h>
 #include <linux/gfp.h>
+#include <linux/kconfig.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/refcount.h>
@@ -35,6 +36,12 @@ struct vmfork_layer {
 	unsigned int chain_len;		/* frozen: layers from here down */
 	bool frozen;
 };
+
+/*
+ * A deliberate bug of the test build (kmod/Kbuild, VMFORK_BUGS): 0, and
+ * compiled out, in every other build.
+ */
+#define VMFORK_BUG(name)	IS_ENABLED(VMFORK_BUG_##name)
 
 /* Guest memory allocations: charged to the memcg, failing rather than OOM-killing. */
 #define VMFORK_GFP	(GFP_KERNEL_ACCOUNT | __GFP_RETRY_MAYFAIL | __GFP_NOWARN)

@@ -63,6 +63,8 @@ void vmfork_layer_clear(struct vmfork_layer *l)
 	struct page *page;
 
 	xa_for_each(&l->pages, idx, page) {
+		if (VMFORK_BUG(double_free) && !idx)
+			put_page(page);
 		vmfork_page_put(page);
 		if (!(idx % 512))
 			cond_resched();

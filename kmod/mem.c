@@ -108,7 +108,8 @@ static void vmfork_mem_free(struct vmfork_mem *mem)
 	vmfork_layer_put(mem->top);
 	vmfork_layer_put(mem->fork_base);
 	mutex_destroy(&mem->lock);
-	kfree(mem);
+	if (!VMFORK_BUG(leak))
+		kfree(mem);
 	atomic_long_dec(&vmfork_nr_objects);
 }
 
@@ -602,6 +603,11 @@ static long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg)
 
 	start = ktime_get_ns();
 	mutex_lock(&parent->lock);
+	if (VMFORK_BUG(lock_inversion)) {
+		/* debugfs takes these in the other order */
+		mutex_lock(&vmfork_objects_lock);
+		mutex_unlock(&vmfork_objects_lock);
+	}
 	base = vmfork_mem_freeze(parent, &spare,
 				 arg.flags & VMFORK_FORK_TEMPLATE);
 	/* @child is not published yet: nobody else can see it. */

@@ -164,6 +164,60 @@ TEST_F(stats, pwrite_and_reads)
 	close(child);
 }
 
+/*
+ * /sys/kernel/debug/vmfork/objects shows every object with the figures of
+ * VMFORK_GET_STATS (read while they live: it takes each object's lock).
+ */
+TEST_F(stats, debugfs_matches_stats)
+{
+	unsigned long long id, parent, depth, size_kib, res, sh, priv, cow, forks, resets, chain;
+	struct vmfork_stats st[2];
+	int fds[2], found = 0, i;
+	char line[512];
+	FILE *f;
+
+	store(self->map, 0, 1);
+	store(self->map, 5, 2);
+	fds[0] = self->obj;
+	fds[1] = vmfork_fork(_metadata, self->obj, 0, NULL);
+	store(self->map, 5, 3);
+	for (i = 0; i < 2; i++)
+		vmfork_stats(_metadata, fds[i], &st[i]);
+
+	f = fopen("/sys/kernel/debug/vmfork/objects", "r");
+	if (!f)
+		SKIP(return, "no debugfs vmfork/objects: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		int pid;
+
+		if (sscanf(line, "%llu %llu %llu %d %llu %llu %llu %llu %llu %llu %llu %llu",
+			   &id, &parent, &depth, &pid, &size_kib, &res, &sh, &priv,
+			   &cow, &forks, &resets, &chain) != 12)
+			continue;
+		for (i = 0; i < 2; i++) {
+			if (id != st[i].id)
+				continue;
+			found++;
+			EXPECT_EQ(st[i].parent_id, parent);
+			EXPECT_EQ(st[i].depth, depth);
+			EXPECT_EQ(st[i].size >> 10, size_kib);
+			EXPECT_EQ(st[i].resident_pages, res);
+			EXPECT_EQ(st[i].shared_pages, sh);
+			EXPECT_EQ(st[i].private_pages, priv);
+			EXPECT_EQ(st[i].cow_breaks, cow);
+			EXPECT_EQ(st[i].forks, forks);
+			EXPECT_EQ(st[i].resets, resets);
+			EXPECT_EQ(st[i].chain_length, chain);
+			EXPECT_EQ(getpid(), pid);
+		}
+	}
+	fclose(f);
+	EXPECT_EQ(2, found) {
+		TH_LOG("debugfs must list the parent and the child, found %d", found);
+	}
+	close(fds[1]);
+}
+
 TEST_F(stats, chain_length_bounded)
 {
 	struct vmfork_stats st;
