@@ -58,18 +58,6 @@ TEST(device_mode)
 	}
 }
 
-static int write_file(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY);
-	ssize_t n;
-
-	if (fd < 0)
-		return -1;
-	n = write(fd, val, strlen(val));
-	close(fd);
-	return n == (ssize_t)strlen(val) ? 0 : -1;
-}
-
 static long long read_ll(const char *path)
 {
 	char buf[64] = "";
@@ -113,7 +101,7 @@ static int memcg_child(const char *cg, int obj)
 		return 28;
 	snprintf(path, sizeof(path), "%s/cgroup.procs", cg);
 	snprintf(pid, sizeof(pid), "%d", getpid());
-	if (write_file(path, pid))
+	if (write_str(path, pid))
 		return 20;
 	snprintf(path, sizeof(path), "%s/memory.current", cg);
 
@@ -174,7 +162,7 @@ TEST(memcg_charge_and_limit)
 	ASSERT_LE(0, dev);
 	if (access(CG_ROOT "/cgroup.subtree_control", W_OK))
 		SKIP(return, "no writable cgroup2 hierarchy at " CG_ROOT);
-	if (write_file(CG_ROOT "/cgroup.subtree_control", "+memory"))
+	if (write_str(CG_ROOT "/cgroup.subtree_control", "+memory"))
 		SKIP(return, "the memory controller cannot be enabled: %s",
 		     strerror(errno));
 
@@ -183,9 +171,9 @@ TEST(memcg_charge_and_limit)
 		TH_LOG("mkdir %s: %s", cg, strerror(errno));
 	}
 	snprintf(path, sizeof(path), "%s/memory.max", cg);
-	ASSERT_EQ(0, write_file(path, "8388608"));
+	ASSERT_EQ(0, write_str(path, "8388608"));
 	snprintf(path, sizeof(path), "%s/memory.swap.max", cg);
-	write_file(path, "0");
+	write_str(path, "0");
 
 	obj = vmfork_create(_metadata, dev, OBJ_SIZE, NULL);
 	pid = fork();

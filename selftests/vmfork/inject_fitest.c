@@ -21,18 +21,6 @@
 static int fail_fd = -1;
 static long injected_errors;
 
-static int put(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY);
-	ssize_t n;
-
-	if (fd < 0)
-		return -1;
-	n = write(fd, val, strlen(val));
-	close(fd);
-	return n == (ssize_t)strlen(val) ? 0 : -1;
-}
-
 /* Failures on (1) or off (0) for this task. */
 static void inject(int on)
 {
@@ -52,7 +40,7 @@ static int arm(const char *dir)
 
 	for (i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++) {
 		snprintf(path, sizeof(path), DBG "%s/%s", dir, knobs[i][0]);
-		if (put(path, knobs[i][1]))
+		if (write_str(path, knobs[i][1]))
 			return -1;
 	}
 	return 0;
@@ -108,8 +96,8 @@ TEST(operations_under_allocation_failures)
 		SKIP(return, "no failslab/fail_page_alloc (use the debug kernel)");
 	ASSERT_EQ(0, arm("failslab"));
 	ASSERT_EQ(0, arm("fail_page_alloc"));
-	ASSERT_EQ(0, put(DBG "fail_page_alloc/ignore-gfp-highmem", "N"));
-	ASSERT_EQ(0, put(DBG "fail_page_alloc/min-order", "0"));
+	ASSERT_EQ(0, write_str(DBG "fail_page_alloc/ignore-gfp-highmem", "N"));
+	ASSERT_EQ(0, write_str(DBG "fail_page_alloc/min-order", "0"));
 	/* This task's own memory must not be what fails. */
 	ASSERT_EQ(0, mlockall(MCL_CURRENT | MCL_FUTURE));
 	fail_fd = open("/proc/self/make-it-fail", O_WRONLY);
@@ -164,8 +152,8 @@ TEST(operations_under_allocation_failures)
 		close(a);
 	}
 	close(dev);
-	put(DBG "failslab/probability", "0");
-	put(DBG "fail_page_alloc/probability", "0");
+	write_str(DBG "failslab/probability", "0");
+	write_str(DBG "fail_page_alloc/probability", "0");
 
 	TH_LOG("%ld allocation failures injected into vmfork operations",
 	       injected_errors);

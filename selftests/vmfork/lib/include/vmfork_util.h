@@ -60,6 +60,9 @@ int vmfork_read_counters(struct vmfork_counters *c);
 int vmfork_wait_counters_idle(struct vmfork_counters *c, int timeout_ms);
 
 /* Word @idx (8 bytes) of page @page through pread/pwrite. */
+/* Writes @val to the sysfs/procfs/debugfs file @path: 0, or -1 with errno. */
+int write_str(const char *path, const char *val);
+
 ssize_t __peek64(int fd, __u64 page, unsigned int idx, __u64 *val);
 ssize_t __poke64(int fd, __u64 page, unsigned int idx, __u64 val);
 
