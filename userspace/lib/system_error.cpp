@@ -12,4 +12,13 @@ SystemError SystemError::from_errno(const std::string& context) {
     return {errno, context};
 }
 
+SystemError SystemError::relayed(int error, const std::string& message) {
+    const std::string suffix = ": " + std::generic_category().message(error);
+    if (message.size() > suffix.size() &&
+        message.compare(message.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        return {error, message.substr(0, message.size() - suffix.size())};
+    }
+    return {error, message};
+}
+
 } // namespace vmfork

@@ -25,3 +25,18 @@ TEST(SystemError, FromErrno) {
 
 } // namespace
 } // namespace vmfork
+
+namespace vmfork {
+namespace {
+
+TEST(SystemErrorRelayed, DoesNotRepeatTheErrnoText) {
+    const SystemError original(ENOENT, "cannot open x");
+    const auto relayed = SystemError::relayed(ENOENT, original.what());
+    EXPECT_EQ(relayed.error(), ENOENT);
+    EXPECT_STREQ(relayed.what(), original.what());
+    const auto plain = SystemError::relayed(EINVAL, "no VM named y");
+    EXPECT_EQ(std::string(plain.what()), "no VM named y: Invalid argument");
+}
+
+} // namespace
+} // namespace vmfork

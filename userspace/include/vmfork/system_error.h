@@ -14,6 +14,9 @@ public:
 
     // Builds the error from the current errno.
     static SystemError from_errno(const std::string& context);
+    // An error that crossed a process boundary as (errno, what()): rebuilt so that
+    // what() is message, not message plus a second ": <strerror>".
+    static SystemError relayed(int error, const std::string& message);
 
     [[nodiscard]] int error() const noexcept { return code().value(); }
 };

@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: GPL-2.0
+#include "vmfork/control/protocol.h"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <poll.h>
+#include <sys/socket.h>
+#include <system_error>
+
+#include "vmfork/control/runtime_dir.h"
+
+namespace vmfork::control {
+
+namespace {
+
+// Deeper JSON is refused: nlohmann copies and serialises values recursively, and a
+// 64 KiB payload of '[' would otherwise nest 65536 levels deep.
+constexpr int max_depth = 64;
+constexpr std::size_t max_op_length = 32;
+// Longest user-supplied text quoted in an error message.
+constexpr std::size_t max_quoted = 64;
+
+struct Header {
+    MessageType type;
+    std::uint32_t length;
+};
+
+void put_le16(std::uint8_t* p, std::uint16_t v) {
+    p[0] = static_cast<std::uint8_t>(v);
+    p[1] = static_cast<std::uint8_t>(v >> 8U);
+}
+
+void put_le32(std::uint8_t* p, std::uint32_t v) {
+    for (unsigned i = 0; i < 4; i++) {
+        p[i] = static_cast<std::uint8_t>(v >> (8U * i));
+    }
+}
+
+std::uint16_t get_le16(const std::uint8_t* p) {
+    return static_cast<std::uint16_t>(p[0] | (p[1] << 8U));
+}
+
+std::uint32_t get_le32(const std::uint8_t* p) {
+    std::uint32_t v = 0;
+    for (unsigned i = 0; i < 4; i++) {
+        v |= static_cast<std::uint32_t>(p[i]) << (8U * i);
+    }
+    return v;
+}
+
+bool known_type(std::uint16_t type) {
+    return type == static_cast<std::uint16_t>(MessageType::Request) ||
+           type == static_cast<std::uint16_t>(MessageType::Reply);
+}
+
+Header parse_header(std::span<const std::uint8_t, header_size> bytes) {
+    const std::uint8_t* p = bytes.data();
+    if (get_le32(p) != magic) {
+        throw ProtocolError(EPROTO, "bad message magic (not a vmfork control connection?)");
+    }
+    const std::uint16_t ver = get_le16(p + 4);
+    if (ver != version) {
+        throw ProtocolError(EPROTO, "unsupported protocol version " + std::to_string(ver) +
+                                        " (expected " + std::to_string(version) + ")");
+    }
+    const std::uint16_t type = get_le16(p + 6);
+    if (!known_type(type)) {
+        throw ProtocolError(EPROTO, "unknown message type " + std::to_string(type));
+    }
+    if (get_le32(p + 12) != 0) {
+        throw ProtocolError(EPROTO, "reserved header field is not zero");
+    }
+    const std::uint32_t length = get_le32(p + 8);
+    if (length > max_payload) {
+        throw ProtocolError(EMSGSIZE, "message payload of " + std::to_string(length) +
+                                          " bytes is larger than the maximum of " +
+                                          std::to_string(max_payload));
+    }
+    return {static_cast<MessageType>(type), length};
+}
+
+Message decode_payload(MessageType type, std::span<const std::uint8_t> payload) {
+    const Json::parser_callback_t limit_depth = [](int depth, Json::parse_event_t /*event*/,
+                                                   Json& /*parsed*/) {
+        if (depth > max_depth) {
+            throw ProtocolError(EPROTO, "message payload nests deeper than " +
+                                            std::to_string(max_depth) + " levels");
+        }
+        return true;
+    };
+    Message message{type, {}};
+    try {
+        message.body = Json::parse(payload.begin(), payload.end(), limit_depth);
+    } catch (const Json::exception& e) {
+        throw ProtocolError(EPROTO, std::string("message payload is not valid JSON: ") + e.what());
+    }
+    if (!message.body.is_object()) {
+        throw ProtocolError(EPROTO, std::string("message payload is a JSON ") +
+                                        message.body.type_name() + ", not an object");
+    }
+    return message;
+}
+
+std::string errno_text(int err) {
+    return std::generic_category().message(err);
+}
+
+// Waits until fd is ready for events or the deadline passes (ProtocolError ETIMEDOUT).
+void wait_for(int fd, short events, Clock::time_point deadline, const char* what) {
+    for (;;) {
+        const auto now = Clock::now();
+        if (deadline <= now) {
+            throw ProtocolError(ETIMEDOUT, std::string("timed out ") + what);
+        }
+        const auto remaining = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+        const auto timeout =
+            static_cast<int>(std::min<std::chrono::milliseconds::rep>(remaining.count(), INT_MAX));
+        pollfd pfd{fd, events, 0};
+        const int ready = ::poll(&pfd, 1, timeout);
+        if (ready < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            const int err = errno;
+            throw ProtocolError(err, std::string("poll failed ") + what + ": " + errno_text(err));
+        }
+        if (ready > 0) {
+            return; // readable, writable, or an error/hangup the next I/O call reports
+        }
+    }
+}
+
+void send_all(int fd, std::span<const std::uint8_t> bytes, Clock::time_point deadline) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+        const ssize_t n =
+            ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) {
+            done += static_cast<std::size_t>(n);
+            continue;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            wait_for(fd, POLLOUT, deadline, "sending a message");
+            continue;
+        }
+        const int err = errno;
+        throw ProtocolError(err, "cannot send a message: " + errno_text(err));
+    }
+}
+
+// Reads exactly bytes.size() bytes. at_boundary: nothing of this message was read yet.
+void receive_all(int fd, std::span<std::uint8_t> bytes, Clock::time_point deadline,
+                 bool at_boundary) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+        const ssize_t n = ::recv(fd, bytes.data() + done, bytes.size() - done, MSG_DONTWAIT);
+        if (n > 0) {
+            done += static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n == 0) {
+            throw ProtocolError(ECONNRESET, at_boundary && done == 0
+                                                ? "connection closed by the peer"
+                                                : "connection closed in the middle of a message");
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            wait_for(fd, POLLIN, deadline, "waiting for a message");
+            continue;
+        }
+        const int err = errno;
+        throw ProtocolError(err, "cannot receive a message: " + errno_text(err));
+    }
+}
+
+// s for an error message: at most max_quoted bytes, cut on a UTF-8 character boundary.
+std::string shown(const std::string& s) {
+    if (s.size() <= max_quoted) {
+        return "'" + s + "'";
+    }
+    std::size_t cut = max_quoted;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xc0U) == 0x80U) {
+        cut--;
+    }
+    return "'" + s.substr(0, cut) + "...'";
+}
+
+bool valid_op(const std::string& op) {
+    return !op.empty() && op.size() <= max_op_length &&
+           std::all_of(op.begin(), op.end(),
+                       [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; });
+}
+
+} // namespace
+
+std::vector<std::uint8_t> encode(const Message& message) {
+    if (!known_type(static_cast<std::uint16_t>(message.type))) {
+        throw ProtocolError(EPROTO, "unknown message type " +
+                                        std::to_string(static_cast<unsigned>(message.type)));
+    }
+    if (!message.body.is_object()) {
+        throw ProtocolError(EPROTO, std::string("message body is a JSON ") +
+                                        message.body.type_name() + ", not an object");
+    }
+    std::string payload;
+    try {
+        payload = message.body.dump(-1, ' ', false, Json::error_handler_t::strict);
+    } catch (const Json::exception& e) {
+        throw ProtocolError(EPROTO, std::string("cannot encode the message: ") + e.what());
+    }
+    if (payload.size() > max_payload) {
+        throw ProtocolError(EMSGSIZE, "message payload of " + std::to_string(payload.size()) +
+                                          " bytes is larger than the maximum of " +
+                                          std::to_string(max_payload));
+    }
+    std::vector<std::uint8_t> bytes(header_size + payload.size());
+    put_le32(bytes.data(), magic);
+    put_le16(bytes.data() + 4, version);
+    put_le16(bytes.data() + 6, static_cast<std::uint16_t>(message.type));
+    put_le32(bytes.data() + 8, static_cast<std::uint32_t>(payload.size()));
+    put_le32(bytes.data() + 12, 0);
+    std::memcpy(bytes.data() + header_size, payload.data(), payload.size());
+    return bytes;
+}
+
+void Decoder::feed(std::span<const std::uint8_t> bytes) {
+    buffer_.insert(buffer_.end(), bytes.begin(), bytes.end());
+}
+
+std::optional<Message> Decoder::next() {
+    if (buffer_.size() < header_size) {
+        return std::nullopt;
+    }
+    const Header header = parse_header(std::span(buffer_).first<header_size>());
+    const std::size_t total = header_size + header.length;
+    if (buffer_.size() < total) {
+        return std::nullopt;
+    }
+    Message message =
+        decode_payload(header.type, std::span(buffer_).subspan(header_size, header.length));
+    buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(total));
+    return message;
+}
+
+void send_message(int fd, const Message& message, Clock::time_point deadline) {
+    const std::vector<std::uint8_t> bytes = encode(message);
+    send_all(fd, bytes, deadline);
+}
+
+Message receive_message(int fd, Clock::time_point deadline) {
+    std::array<std::uint8_t, header_size> header_bytes{};
+    receive_all(fd, header_bytes, deadline, true);
+    // Checked before reading on: an oversized length is refused without its payload.
+    const Header header = parse_header(header_bytes);
+    std::vector<std::uint8_t> payload(header.length);
+    receive_all(fd, payload, deadline, false);
+    return decode_payload(header.type, payload);
+}
+
+Json ok_reply(Json result) {
+    if (result.is_null()) {
+        result = Json::object();
+    }
+    if (!result.is_object()) {
+        throw std::invalid_argument(std::string("a reply result must be a JSON object, not ") +
+                                    result.type_name());
+    }
+    result["ok"] = true;
+    return result;
+}
+
+Json error_reply(int err, const std::string& what) {
+    // what may quote bytes from the peer (a JSON parse error does): replace invalid UTF-8
+    // with U+FFFD so that the reply can always be encoded.
+    const std::string text =
+        Json::parse(Json(what).dump(-1, ' ', false, Json::error_handler_t::replace))
+            .get<std::string>();
+    return Json{{"ok", false}, {"errno", err}, {"error", text}};
+}
+
+Request Request::parse(const Json& body) {
+    if (!body.is_object()) {
+        throw RequestError(EINVAL, "a request must be a JSON object");
+    }
+    for (const auto& [key, value] : body.items()) {
+        if (key != "op" && key != "args") {
+            throw RequestError(EINVAL, "unknown field " + shown(key) + " in request");
+        }
+    }
+    const auto op = body.find("op");
+    if (op == body.end()) {
+        throw RequestError(EINVAL, "missing field 'op' in request");
+    }
+    if (!op->is_string()) {
+        throw RequestError(EINVAL, "field 'op' must be a string");
+    }
+    Request request;
+    request.op = op->get<std::string>();
+    if (!valid_op(request.op)) {
+        throw RequestError(EINVAL, "bad op " + shown(request.op) + ": expected 1.." +
+                                       std::to_string(max_op_length) + " characters of [a-z_]");
+    }
+    const auto args = body.find("args");
+    if (args != body.end()) {
+        if (!args->is_object()) {
+            throw RequestError(EINVAL, "field 'args' must be an object");
+        }
+        request.args = *args;
+    }
+    return request;
+}
+
+std::uint64_t Request::u64(const std::string& key, std::uint64_t fallback, std::uint64_t min,
+                           std::uint64_t max) const {
+    const auto it = args.find(key);
+    if (it == args.end()) {
+        return fallback;
+    }
+    // A value parsed from the wire is number_unsigned when non-negative; a Json built in
+    // code from an int is number_integer, accepted when it is not negative.
+    const bool non_negative =
+        it->is_number_unsigned() || (it->is_number_integer() && it->get<std::int64_t>() >= 0);
+    if (!non_negative || it->get<std::uint64_t>() < min || it->get<std::uint64_t>() > max) {
+        throw RequestError(EINVAL, "argument " + shown(key) + " must be an integer in " +
+                                       std::to_string(min) + ".." + std::to_string(max));
+    }
+    return it->get<std::uint64_t>();
+}
+
+bool Request::boolean(const std::string& key, bool fallback) const {
+    const auto it = args.find(key);
+    if (it == args.end()) {
+        return fallback;
+    }
+    if (!it->is_boolean()) {
+        throw RequestError(EINVAL, "argument " + shown(key) + " must be true or false");
+    }
+    return it->get<bool>();
+}
+
+std::string Request::name(const std::string& key, const std::string& fallback) const {
+    const auto it = args.find(key);
+    if (it == args.end()) {
+        return fallback;
+    }
+    if (!it->is_string() || !RuntimeDir::valid_name(it->get<std::string>())) {
+        throw RequestError(EINVAL, "argument " + shown(key) +
+                                       " must be a VM name: 1..64 characters of [A-Za-z0-9._-], "
+                                       "not starting with '.' or '-'");
+    }
+    return it->get<std::string>();
+}
+
+void Request::check_only(std::initializer_list<const char*> keys) const {
+    for (const auto& [key, value] : args.items()) {
+        const bool known =
+            std::any_of(keys.begin(), keys.end(), [&key = key](const char* k) { return key == k; });
+        if (!known) {
+            throw RequestError(EINVAL, "unknown argument " + shown(key) + " for " + shown(op));
+        }
+    }
+}
+
+} // namespace vmfork::control
