@@ -13,6 +13,24 @@
 #define MSR_LSTAR 0xc0000082U
 #define APIC_BASE 0xfee00000ULL
 #define APIC_LDR 0xd0
+#define APIC_SVR 0xf0
+#define APIC_LVTT 0x320
+#define APIC_TMICT 0x380
+#define APIC_TDCR 0x3e0
+#define APIC_LVT_PERIODIC (1U << 17)
+#define APIC_SPURIOUS_VECTOR 0xff
+
+extern char guest_timer_isr[], guest_spurious_isr[], guest_fault_isr[];
+
+struct idt_gate {
+    uint16_t offset_lo;
+    uint16_t selector;
+    uint8_t ist;
+    uint8_t type; /* 0x8e: present, DPL 0, 64-bit interrupt gate */
+    uint16_t offset_mid;
+    uint32_t offset_hi;
+    uint32_t zero;
+};
 
 static inline void outb(uint16_t port, uint8_t v) {
     __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
@@ -80,6 +98,46 @@ static inline uint64_t xmm_read(void) {
     return v;
 }
 
+static void set_gate(volatile struct idt_gate* idt, int vec, const char* isr) {
+    uint64_t a = (uint64_t)isr;
+
+    idt[vec].offset_lo = (uint16_t)a;
+    idt[vec].selector = 0x08; /* the loader's 64-bit code segment */
+    idt[vec].ist = 0;
+    idt[vec].type = 0x8e;
+    idt[vec].offset_mid = (uint16_t)(a >> 16);
+    idt[vec].offset_hi = (uint32_t)(a >> 32);
+    idt[vec].zero = 0;
+}
+
+/*
+ * Every vCPU writes the same IDT (so none depends on another having run) and loads
+ * it; then, for a paced guest, masks the legacy PICs and starts its LAPIC timer in
+ * periodic mode (KVM's APIC bus runs at 1 GHz: one count per nanosecond).
+ */
+static void setup_interrupts(uint64_t pace_us) {
+    volatile struct idt_gate* idt = (volatile struct idt_gate*)VMFORK_GUEST_IDT;
+    struct {
+        uint16_t limit;
+        uint64_t base;
+    } __attribute__((packed)) idtr = {256 * sizeof(struct idt_gate) - 1, VMFORK_GUEST_IDT};
+
+    for (int v = 0; v < 256; v++)
+        set_gate(idt, v, v < 32 ? guest_fault_isr : guest_spurious_isr);
+    set_gate(idt, VMFORK_GUEST_TIMER_VECTOR, guest_timer_isr);
+    __asm__ volatile("lidt %0" : : "m"(idtr));
+    if (!pace_us)
+        return;
+    if (pace_us > VMFORK_GUEST_MAX_PACE_US)
+        pace_us = VMFORK_GUEST_MAX_PACE_US;
+    outb(0x21, 0xff);
+    outb(0xa1, 0xff);
+    *apic_reg(APIC_SVR) = 0x100 | APIC_SPURIOUS_VECTOR;
+    *apic_reg(APIC_TDCR) = 0xb; /* divide by 1 */
+    *apic_reg(APIC_LVTT) = APIC_LVT_PERIODIC | VMFORK_GUEST_TIMER_VECTOR;
+    *apic_reg(APIC_TMICT) = (uint32_t)(pace_us * 1000);
+}
+
 static uint64_t fill_ram(const struct vmfork_guest_boot_info* bi) {
     uint64_t start = VMFORK_GUEST_WORK + bi->ncpus * VMFORK_GUEST_WORK_SIZE;
     uint64_t end = bi->mem_size / 100 * bi->fill_percent;
@@ -105,6 +163,7 @@ void guest_main(uint64_t cpu) {
     uint64_t every = bi->report_every ? bi->report_every : 1;
     uint64_t gen, dr0 = vmfork_guest_dr0(cpu);
 
+    setup_interrupts(bi->pace_us);
     *apic_reg(APIC_LDR) = (uint32_t)vmfork_guest_apic_ldr(cpu);
     __asm__ volatile("mov %0, %%dr0" : : "r"(dr0));
     wrmsr(MSR_LSTAR, vmfork_guest_lstar(cpu));
@@ -149,6 +208,9 @@ void guest_main(uint64_t cpu) {
             slot->generation = gen;
             slot->id = ident->id;
             outl(VMFORK_GUEST_REPORT_PORT, (uint32_t)cpu);
+            /* Idle until the next timer tick; sti's shadow makes sti; hlt atomic. */
+            if (bi->pace_us)
+                __asm__ volatile("sti; hlt; cli" : : : "memory");
         }
     }
 }

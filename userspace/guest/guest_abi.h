@@ -18,6 +18,7 @@
 #define VMFORK_GUEST_BOOT_INFO 0x8000ULL
 #define VMFORK_GUEST_IDENTITY 0x9000ULL
 #define VMFORK_GUEST_SLOTS 0xa000ULL /* struct vmfork_guest_slot[VMFORK_GUEST_MAX_CPUS] */
+#define VMFORK_GUEST_IDT 0xb000ULL   /* 256 gates, built by the guest */
 #define VMFORK_GUEST_STACKS 0x10000ULL
 #define VMFORK_GUEST_STACK_SIZE 0x4000ULL
 #define VMFORK_GUEST_MAX_CPUS 16
@@ -40,7 +41,12 @@ struct vmfork_guest_boot_info {
     uint64_t fill_percent; /* share of RAM the guest fills with data at boot */
     uint64_t ncpus;
     uint64_t report_every; /* steps between two reports */
+    uint64_t pace_us;      /* 0: spin; else halt after each report until the next
+                            * LAPIC timer tick, every pace_us (an idle guest) */
 };
+
+#define VMFORK_GUEST_MAX_PACE_US 1000000ULL
+#define VMFORK_GUEST_TIMER_VECTOR 0x40
 
 /* Written by the host before a VM (or a clone) runs; generation 0 = the original. */
 struct vmfork_guest_identity {

@@ -56,6 +56,13 @@ void BuiltinGuestLoader::load(const GuestMemory& mem, const std::vector<const Vc
         throw SystemError(EINVAL, "the built-in guest runs on 1.." +
                                       std::to_string(VMFORK_GUEST_MAX_CPUS) + " vCPUs");
     }
+    if (pace_us_ > VMFORK_GUEST_MAX_PACE_US) {
+        throw SystemError(EINVAL, "the guest's report pace must be at most " +
+                                      std::to_string(VMFORK_GUEST_MAX_PACE_US) + " us");
+    }
+    if (report_every_ == 0) {
+        throw SystemError(EINVAL, "the guest must report every 1 or more steps");
+    }
     if (fill_percent_ > 100) {
         throw SystemError(EINVAL, "fill percent must be 0..100");
     }
@@ -87,6 +94,7 @@ void BuiltinGuestLoader::load(const GuestMemory& mem, const std::vector<const Vc
     info.fill_percent = fill_percent_;
     info.ncpus = vcpus.size();
     info.report_every = report_every_;
+    info.pace_us = pace_us_;
     mem.write(VMFORK_GUEST_BOOT_INFO, info);
 
     for (const Vcpu* vcpu : vcpus) {

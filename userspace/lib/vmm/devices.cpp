@@ -72,11 +72,33 @@ void ReportPort::pio_out(std::uint16_t port, std::span<const std::uint8_t> data,
     GuestReport report{
         memory_.read<vmfork_guest_slot>(VMFORK_GUEST_SLOTS + cpu * sizeof(vmfork_guest_slot)),
         std::chrono::steady_clock::now()};
+    if (listener_) {
+        listener_(report);
+    }
     {
         const std::scoped_lock lock(mutex_);
+        if (!first_) {
+            first_ = report;
+        }
+        ++count_;
+        if (history_ != 0 && reports_.size() >= history_) {
+            reports_.erase(reports_.begin(),
+                           reports_.begin() +
+                               static_cast<std::ptrdiff_t>(reports_.size() - history_ + 1));
+        }
         reports_.push_back(report);
     }
     cv_.notify_all();
+}
+
+std::uint64_t ReportPort::count() const {
+    const std::scoped_lock lock(mutex_);
+    return count_;
+}
+
+std::optional<GuestReport> ReportPort::first() const {
+    const std::scoped_lock lock(mutex_);
+    return first_;
 }
 
 std::vector<GuestReport> ReportPort::reports() const {

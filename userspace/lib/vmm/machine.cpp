@@ -45,10 +45,11 @@ std::vector<kvm_cpuid_entry2> cpuid_for(const Kvm& kvm, unsigned id) {
 } // namespace
 
 Machine::Machine(Key /*key*/, const Kvm& kvm, MemoryObject memory, unsigned cpus,
-                 const std::string& serial_path)
+                 const MachineConfig& config)
     : kvm_(kvm), memory_(std::make_unique<GuestMemory>(std::move(memory))),
-      serial_(std::make_unique<SerialPort>(open_serial(serial_path))),
-      report_(std::make_unique<ReportPort>(*memory_)), vm_(kvm.create_vm()) {
+      serial_(std::make_unique<SerialPort>(open_serial(config.serial_path))),
+      report_(std::make_unique<ReportPort>(*memory_, config.report_history, config.on_report)),
+      vm_(kvm.create_vm()) {
     if (cpus == 0 || cpus > VmState::max_vcpus) {
         throw SystemError(EINVAL, "a VM needs 1.." + std::to_string(VmState::max_vcpus) +
                                       " vCPUs, not " + std::to_string(cpus));
@@ -76,8 +77,12 @@ Machine::~Machine() {
 
 std::unique_ptr<Machine> Machine::boot(const Kvm& kvm, const Device& device,
                                        const MachineConfig& config, BootLoader& loader) {
-    auto m = std::make_unique<Machine>(Key{}, kvm, device.create_memory(config.mem_size),
-                                       config.cpus, config.serial_path);
+    return boot(kvm, device.create_memory(config.mem_size), config, loader);
+}
+
+std::unique_ptr<Machine> Machine::boot(const Kvm& kvm, MemoryObject memory,
+                                       const MachineConfig& config, BootLoader& loader) {
+    auto m = std::make_unique<Machine>(Key{}, kvm, std::move(memory), config.cpus, config);
     for (const auto& vcpu : m->vcpus_) {
         vcpu->set_cpuid(cpuid_for(kvm, vcpu->id()));
     }
@@ -89,14 +94,14 @@ std::unique_ptr<Machine> Machine::boot(const Kvm& kvm, const Device& device,
 
 std::unique_ptr<Machine> Machine::restore(const Kvm& kvm, MemoryObject memory, const VmState& state,
                                           const CloneIdentity& identity,
-                                          const std::string& serial_path) {
+                                          const MachineConfig& config) {
     if (state.mem_size != memory.size()) {
         throw SystemError(EINVAL, "the state is of a VM with " + std::to_string(state.mem_size) +
                                       " bytes of RAM, the memory object has " +
                                       std::to_string(memory.size()));
     }
     auto m = std::make_unique<Machine>(Key{}, kvm, std::move(memory),
-                                       static_cast<unsigned>(state.vcpus.size()), serial_path);
+                                       static_cast<unsigned>(state.vcpus.size()), config);
     restore_vm(m->vm_, m->vcpu_ptrs(), state);
     m->set_identity(identity);
     m->start(false);
@@ -159,6 +164,22 @@ Machine::Fork Machine::fork(ForkMode mode) {
         }
         throw;
     }
+}
+
+void Machine::reset_to(const VmState& state, const CloneIdentity& identity) {
+    if (state.vcpus.size() != vcpus_.size() || state.mem_size != memory_->size()) {
+        throw SystemError(EINVAL, "reset to the state of a different VM");
+    }
+    pause();
+    try {
+        memory_->object().reset();
+    } catch (...) {
+        resume(); // nothing changed
+        throw;
+    }
+    restore_vm(vm_, vcpu_ptrs(), state);
+    set_identity(identity);
+    resume();
 }
 
 void Machine::set_identity(const CloneIdentity& identity) const {

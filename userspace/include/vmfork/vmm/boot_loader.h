@@ -28,8 +28,11 @@ public:
 // page, and sets CR0/CR3/CR4/EFER and the segments through KVM_SET_SREGS.
 class BuiltinGuestLoader : public BootLoader {
 public:
-    BuiltinGuestLoader(std::uint64_t fill_percent, std::uint64_t report_every)
-        : fill_percent_(fill_percent), report_every_(report_every) {}
+    // pace_us: 0 = the guest spins; else it halts after each report until its next
+    // LAPIC timer tick (period pace_us, at most VMFORK_GUEST_MAX_PACE_US): an idle guest.
+    BuiltinGuestLoader(std::uint64_t fill_percent, std::uint64_t report_every,
+                       std::uint64_t pace_us = 0)
+        : fill_percent_(fill_percent), report_every_(report_every), pace_us_(pace_us) {}
     void load(const GuestMemory& memory, const std::vector<const Vcpu*>& vcpus) override;
 
     // The embedded flat binary.
@@ -38,6 +41,7 @@ public:
 private:
     std::uint64_t fill_percent_;
     std::uint64_t report_every_;
+    std::uint64_t pace_us_;
 };
 
 } // namespace vmfork

@@ -11,6 +11,7 @@
 #include "vmfork/vm_state.h"
 #include "vmfork/vmm/devices.h"
 #include "vmfork/vmm/memory.h"
+#include "vmfork/vmm/report_verifier.h"
 #include "vmfork/vmm/vcpu_runner.h"
 
 namespace vmfork {
@@ -19,16 +20,11 @@ class BootLoader;
 class Device;
 
 struct MachineConfig {
-    std::uint64_t mem_size = 32 << 20;
-    unsigned cpus = 1;
-    std::string serial_path; // the console also goes to this file if set
-};
-
-// The clone identity the guest reads at VMFORK_GUEST_IDENTITY: generation 0 for a
-// booted VM, parent's + 1 for a clone; id unique per VM (the memory object's id).
-struct CloneIdentity {
-    std::uint64_t generation = 0;
-    std::uint64_t id = 0;
+    std::uint64_t mem_size = 32 << 20; // boot() only
+    unsigned cpus = 1;                 // boot() only
+    std::string serial_path;           // the console also goes to this file if set
+    std::size_t report_history = 0;    // reports kept (the latest); 0: all
+    ReportPort::Listener on_report;    // called on each report, in the vCPU's thread
 };
 
 // One VM in this process: guest memory on a vmfork object, in-kernel irqchip and PIT,
@@ -43,15 +39,19 @@ public:
     // start running at once.
     static std::unique_ptr<Machine> boot(const Kvm& kvm, const Device& device,
                                          const MachineConfig& config, BootLoader& loader);
+    // The same on a memory object made by the caller (of config.mem_size bytes).
+    static std::unique_ptr<Machine> boot(const Kvm& kvm, MemoryObject memory,
+                                         const MachineConfig& config, BootLoader& loader);
     // A clone: a new VM on memory (a fork child), state restored, identity written
     // before any vCPU runs; the vCPUs start running at once.
+    // Of config, serial_path, report_history and on_report apply.
     static std::unique_ptr<Machine> restore(const Kvm& kvm, MemoryObject memory,
                                             const VmState& state, const CloneIdentity& identity,
-                                            const std::string& serial_path = {});
+                                            const MachineConfig& config = {});
 
     // For boot() and restore() only: Key is private.
     Machine(Key key, const Kvm& kvm, MemoryObject memory, unsigned cpus,
-            const std::string& serial_path);
+            const MachineConfig& config);
     ~Machine();
     Machine(const Machine&) = delete;
     Machine& operator=(const Machine&) = delete;
@@ -71,6 +71,12 @@ public:
     // Pause, capture, VMFORK_VM_FORK, then resume (Live) or stay paused (Template: the
     // parent's memory is read-only from now on).
     Fork fork(ForkMode mode = ForkMode::Live);
+
+    // A clone back to its fork point: pause, drop every page written since the fork
+    // (VMFORK_RESET), load state (the one it was restored from), write identity,
+    // resume. Throws if the memory object is not a fork child (the VM runs on as it
+    // was); a failure after the reset leaves it paused.
+    void reset_to(const VmState& state, const CloneIdentity& identity);
 
     void set_identity(const CloneIdentity& identity) const;
     [[nodiscard]] CloneIdentity identity() const;
