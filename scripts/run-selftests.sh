@@ -8,7 +8,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'USAGE'
-Usage: scripts/run-selftests.sh [-t SECS] [-g GTEST_BINARY]... DIR
+Usage: scripts/run-selftests.sh [-t SECS] [-f] [-g GTEST_BINARY]... [-x TAP_TEST]... DIR
 
 Runs each executable DIR/*_test (kselftest_harness binaries, TAP 13 output with a
 "# Totals: pass:N fail:N xfail:N xpass:N skip:N error:N" line) and reports per binary.
@@ -22,6 +22,8 @@ Exits 1 if anything failed. Usually run inside the VM:
   -t SECS   time limit per binary (default 600)
   -f        also run DIR/*_fitest (fault injection: needs failslab and
             fail_page_alloc, i.e. the debug kernel)
+  -x TEST   also run TEST, any executable with the kselftest TAP output above
+            (e.g. userspace/tests/cli_vm_test.py, the CLI end to end)
   -g BIN    also run GoogleTest binary BIN (e.g. build/userspace/vmfork_vm_tests) and
             count its tests from its XML report (disabled tests count as skipped)
 USAGE
@@ -30,12 +32,14 @@ USAGE
 per_binary_timeout=600
 gtests=()
 fitests=0
-while getopts "hft:g:" opt; do
+extra_tests=()
+while getopts "hft:g:x:" opt; do
 	case "$opt" in
 	h) usage; exit 0 ;;
 	t) per_binary_timeout=$OPTARG ;;
 	f) fitests=1 ;;
 	g) gtests+=("$OPTARG") ;;
+	x) extra_tests+=("$OPTARG") ;;
 	*) usage >&2; exit 2 ;;
 	esac
 done
@@ -50,6 +54,7 @@ trap 'rm -f "$out" "$xml"' EXIT
 pass=0 fail=0 skip=0 binaries=0
 bins=("$dir"/*_test)
 [ "$fitests" = 0 ] || bins+=("$dir"/*_fitest)
+bins+=("${extra_tests[@]+"${extra_tests[@]}"}")
 for bin in "${bins[@]}"; do
 	[ -f "$bin" ] && [ -x "$bin" ] || continue
 	name=$(basename "$bin")

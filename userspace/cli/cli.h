@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: GPL-2.0
+#pragma once
+
+// The `vmfork` command line: one function per command, errors as CliError.
+
+#include <chrono>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "vmfork/control/runtime_dir.h"
+#include "vmfork/control/server.h"
+
+namespace vmfork::cli {
+
+using nlohmann::json;
+
+// A failure to show the user as "vmfork: <what>" and exit with status 1.
+class CliError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+struct RunOptions {
+    std::string name;
+    std::string mem = "256M";
+    unsigned cpus = 1;
+    unsigned fill = 50;
+    unsigned pace_ms = 20;
+    std::uint64_t report_every = 10000;
+    bool foreground = false;
+};
+
+struct ForkOptions {
+    std::string name;
+    unsigned count = 1;
+    bool make_template = false;
+    std::string name_prefix;
+    bool json = false;
+};
+
+struct DemoOptions {
+    std::string mem = "256M";
+    unsigned clones = 32;
+    unsigned fill = 90;
+    unsigned cpus = 1;
+    bool keep = false;
+};
+
+// Global options.
+struct Globals {
+    std::chrono::seconds timeout{120};
+};
+
+int cmd_run(const Globals& g, const RunOptions& o);
+int cmd_fork(const Globals& g, const ForkOptions& o);
+int cmd_ls(const Globals& g, bool json_out);
+int cmd_stats(const Globals& g, const std::string& name, bool json_out);
+int cmd_reset(const Globals& g, const std::string& name);
+int cmd_kill(const Globals& g, const std::vector<std::string>& names, bool all);
+int cmd_console(const Globals& g, const std::string& name, bool follow);
+int cmd_demo(const Globals& g, const DemoOptions& o);
+
+// --- shared by the commands (common.cpp) ---
+
+control::RuntimeDir runtime_dir();
+// Throws CliError with what to do when /dev/kvm or /dev/vmfork is missing or unusable.
+void check_devices();
+// Connects to a running VM; CliError "no VM named X: see `vmfork ls`" if there is none.
+control::Client connect(const control::RuntimeDir& dir, const std::string& name);
+// One request to a VM, errors as CliError naming the VM.
+json call(const control::RuntimeDir& dir, const std::string& name, const std::string& op,
+          const json& args, std::chrono::milliseconds timeout);
+// Starts a VM process (as `run` does, in the background) and waits until it serves.
+json start_vm(const control::RuntimeDir& dir, const RunOptions& o, std::chrono::seconds timeout);
+// Asks name to exit and waits until its process is gone (SIGKILL after timeout).
+void kill_vm(const control::RuntimeDir& dir, const std::string& name,
+             std::chrono::milliseconds timeout);
+// Info of every live VM (those that do not answer are skipped).
+std::vector<json> all_info(const control::RuntimeDir& dir);
+// Pages the module holds in all (debugfs vmfork/counters), or -1 if unreadable.
+long module_pages();
+
+std::string human_bytes(double bytes);
+std::string ms(double us); // "12.3 ms" from microseconds
+// Prints rows as left-aligned columns (the first row is the header).
+void print_table(const std::vector<std::vector<std::string>>& rows);
+
+} // namespace vmfork::cli

@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: GPL-2.0
+// vmfork run, fork, ls, stats, reset, kill, console.
+#include <array>
+#include <csignal>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <thread>
+#include <unistd.h>
+
+#include "cli.h"
+#include "vmfork/parse_size.h"
+#include "vmfork/system_error.h"
+#include "vmfork/vmm/launcher.h"
+#include "vmfork/vmm/vmm_service.h"
+
+namespace vmfork::cli {
+
+namespace {
+
+std::uint64_t page_bytes(const json& info, const char* key) {
+    return info.at("memory").at(key).get<std::uint64_t>() * 4096;
+}
+
+std::string shared_percent(const json& info) {
+    const auto& m = info.at("memory");
+    const auto resident = m.at("resident_pages").get<double>();
+    if (resident == 0) {
+        return "-";
+    }
+    return fmt::format("{:.1f}%", 100.0 * m.at("shared_pages").get<double>() / resident);
+}
+
+std::string dash(const std::string& s) {
+    return s.empty() ? "-" : s;
+}
+
+} // namespace
+
+int cmd_run(const Globals& g, const RunOptions& o) {
+    if (!o.foreground) {
+        const auto dir = runtime_dir();
+        const json vm = start_vm(dir, o, g.timeout);
+        const std::string name = vm.at("name").get<std::string>();
+        fmt::print("{}: running (pid {}); console: vmfork console {}; fork: vmfork fork {}\n", name,
+                   vm.at("pid").get<int>(), name, name);
+        return 0;
+    }
+    check_devices();
+    const auto dir = runtime_dir();
+    dir.ensure();
+    const std::string name = o.name.empty() ? "vm-fg" + std::to_string(::getpid()) : o.name;
+    const json spec = {
+        {"mode", "boot"},
+        {"name", name},
+        {"mem_size", parse_size(o.mem)},
+        {"cpus", o.cpus},
+        {"fill", o.fill},
+        {"report_every", o.report_every},
+        {"pace_us", o.pace_ms * 1000ULL},
+        {"runtime_dir", dir.path()},
+        {"spawned_ns", monotonic_ns()},
+    };
+    return vmm_foreground(spec, [&](const VmmService& s) {
+        fmt::print("{}: running in the foreground (pid {}); Ctrl-C stops it\n", s.name(),
+                   ::getpid());
+        std::fflush(stdout);
+    });
+}
+
+int cmd_fork(const Globals& g, const ForkOptions& o) {
+    const auto dir = runtime_dir();
+    json args = {{"count", o.count}, {"template", o.make_template}};
+    if (!o.name_prefix.empty()) {
+        args["name_prefix"] = o.name_prefix;
+    }
+    const json r = call(dir, o.name, "fork", args, g.timeout);
+    if (o.json) {
+        fmt::print("{}\n", r.dump(2));
+        return r.at("all_ok").get<bool>() ? 0 : 1;
+    }
+    int status = 0;
+    for (const auto& c : r.at("clones")) {
+        if (c.contains("error")) {
+            fmt::print(stderr, "vmfork: clone {} failed: {}\n", c.at("name").get<std::string>(),
+                       c.at("error").get<std::string>());
+            status = 1;
+            continue;
+        }
+        fmt::print("{}  pid {}  VM_FORK {}  running after {}\n", c.at("name").get<std::string>(),
+                   c.at("pid").get<int>(), ms(c.at("fork_us").get<double>()),
+                   ms(c.at("ready_us").get<double>()));
+    }
+    if (r.at("template").get<bool>()) {
+        fmt::print("{} is a template: frozen for good, fork it as often as you like\n", o.name);
+    } else {
+        fmt::print("{} paused for {}\n", o.name, ms(r.at("pause_us").get<double>()));
+    }
+    return status;
+}
+
+int cmd_ls(const Globals& /*g*/, bool json_out) {
+    const auto vms = all_info(runtime_dir());
+    if (json_out) {
+        fmt::print("{}\n", json(vms).dump(2));
+        return 0;
+    }
+    std::vector<std::vector<std::string>> rows = {
+        {"NAME", "PID", "PARENT", "GEN", "STATE", "MEMORY", "PRIVATE", "SHARED"}};
+    for (const auto& v : vms) {
+        rows.push_back(
+            {v.at("name").get<std::string>(), std::to_string(v.at("pid").get<int>()),
+             dash(v.at("parent").get<std::string>()),
+             std::to_string(v.at("generation").get<std::uint64_t>()),
+             v.at("state").get<std::string>(), human_bytes(v.at("mem_size").get<double>()),
+             human_bytes(static_cast<double>(page_bytes(v, "private_pages"))), shared_percent(v)});
+    }
+    if (vms.empty()) {
+        fmt::print("no VMs (start one with `vmfork run`)\n");
+        return 0;
+    }
+    print_table(rows);
+    return 0;
+}
+
+int cmd_stats(const Globals& g, const std::string& name, bool json_out) {
+    const auto dir = runtime_dir();
+    std::vector<json> vms;
+    if (!name.empty()) {
+        vms.push_back(call(dir, name, "info", json::object(), g.timeout));
+    } else {
+        vms = all_info(dir);
+    }
+    std::uint64_t guest = 0;
+    std::uint64_t priv = 0;
+    std::uint64_t cow = 0;
+    for (const auto& v : vms) {
+        guest += v.at("mem_size").get<std::uint64_t>();
+        priv += page_bytes(v, "private_pages");
+        cow += v.at("memory").at("cow_breaks").get<std::uint64_t>();
+    }
+    const long pages = module_pages();
+    json total = {
+        {"vms", vms.size()}, {"guest_bytes", guest}, {"private_bytes", priv}, {"cow_breaks", cow}};
+    if (pages >= 0) {
+        total["module_bytes"] = static_cast<std::uint64_t>(pages) * 4096;
+    }
+    if (json_out) {
+        fmt::print("{}\n", json{{"vms", vms}, {"total", total}}.dump(2));
+        return 0;
+    }
+    std::vector<std::vector<std::string>> rows = {{"NAME", "OBJECT", "PARENT", "DEPTH", "SIZE",
+                                                   "RESIDENT", "SHARED", "PRIVATE", "SHARED%",
+                                                   "COW", "FORKS", "RESETS"}};
+    for (const auto& v : vms) {
+        const auto& m = v.at("memory");
+        rows.push_back({v.at("name").get<std::string>(),
+                        std::to_string(m.at("id").get<std::uint64_t>()),
+                        dash(v.at("parent").get<std::string>()),
+                        std::to_string(m.at("depth").get<std::uint64_t>()),
+                        human_bytes(m.at("size").get<double>()),
+                        human_bytes(static_cast<double>(page_bytes(v, "resident_pages"))),
+                        human_bytes(static_cast<double>(page_bytes(v, "shared_pages"))),
+                        human_bytes(static_cast<double>(page_bytes(v, "private_pages"))),
+                        shared_percent(v), std::to_string(m.at("cow_breaks").get<std::uint64_t>()),
+                        std::to_string(m.at("forks").get<std::uint64_t>()),
+                        std::to_string(m.at("resets").get<std::uint64_t>())});
+    }
+    print_table(rows);
+    fmt::print("\n{} VMs, {} of guest RAM; {} private", vms.size(),
+               human_bytes(static_cast<double>(guest)), human_bytes(static_cast<double>(priv)));
+    if (pages >= 0) {
+        fmt::print("; the module holds {} in all ({:.1f}x less than full copies)",
+                   human_bytes(static_cast<double>(pages) * 4096),
+                   pages > 0 ? static_cast<double>(guest) / (static_cast<double>(pages) * 4096)
+                             : 0.0);
+    }
+    fmt::print("\n");
+    return 0;
+}
+
+int cmd_reset(const Globals& g, const std::string& name) {
+    const json r = call(runtime_dir(), name, "reset", json::object(), g.timeout);
+    fmt::print("{}: back at its fork point in {} ({} pages dropped)\n", name,
+               ms(r.at("reset_us").get<double>()), r.at("dropped_pages").get<std::uint64_t>());
+    return 0;
+}
+
+int cmd_kill(const Globals& g, const std::vector<std::string>& names, bool all) {
+    const auto dir = runtime_dir();
+    std::vector<std::string> targets = names;
+    if (all) {
+        if (!names.empty()) {
+            throw CliError("give VM names or --all, not both");
+        }
+        targets = dir.live_names();
+    } else if (names.empty()) {
+        throw CliError("which VM? give one or more names, or --all (see `vmfork ls`)");
+    }
+    int status = 0;
+    for (const auto& name : targets) {
+        try {
+            kill_vm(dir, name, std::chrono::duration_cast<std::chrono::milliseconds>(g.timeout));
+            fmt::print("{}: killed\n", name);
+        } catch (const CliError& e) {
+            fmt::print(stderr, "vmfork: {}\n", e.what());
+            status = 1;
+        }
+    }
+    return status;
+}
+
+int cmd_console(const Globals& /*g*/, const std::string& name, bool follow) {
+    const auto dir = runtime_dir();
+    if (!control::RuntimeDir::valid_name(name)) {
+        throw CliError("'" + name + "' is not a VM name: see `vmfork ls`");
+    }
+    const std::string path = dir.console_path(name);
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+        throw CliError("no console of a VM named " + name + " (" + path + "): see `vmfork ls`");
+    }
+    std::array<char, 4096> buf{};
+    for (;;) {
+        const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+        if (n > 0) {
+            (void)!::write(STDOUT_FILENO, buf.data(), static_cast<std::size_t>(n));
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (!follow || !dir.in_use(name)) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return 0;
+}
+
+} // namespace vmfork::cli

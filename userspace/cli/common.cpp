@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: GPL-2.0
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <csignal>
+#include <fmt/format.h>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <unistd.h>
+
+#include "cli.h"
+#include "vmfork/parse_size.h"
+#include "vmfork/system_error.h"
+#include "vmfork/vmm/launcher.h"
+
+namespace vmfork::cli {
+
+control::RuntimeDir runtime_dir() {
+    return control::RuntimeDir();
+}
+
+void check_devices() {
+    if (::access("/dev/kvm", F_OK) != 0) {
+        throw CliError("/dev/kvm not found: this machine has no KVM (enable virtualization in "
+                       "the firmware, or load kvm_intel / kvm_amd)");
+    }
+    if (::access("/dev/kvm", R_OK | W_OK) != 0) {
+        throw CliError("/dev/kvm: permission denied: run as root or join the kvm group");
+    }
+    if (::access("/dev/vmfork", F_OK) != 0) {
+        throw CliError("/dev/vmfork not found: load the module with `insmod kmod/vmfork.ko` "
+                       "(or `make install && modprobe vmfork`)");
+    }
+    if (::access("/dev/vmfork", R_OK | W_OK) != 0) {
+        throw CliError("/dev/vmfork: permission denied: run as root or join the group that "
+                       "owns it");
+    }
+}
+
+control::Client connect(const control::RuntimeDir& dir, const std::string& name) {
+    if (!control::RuntimeDir::valid_name(name)) {
+        throw CliError("'" + name + "' is not a VM name: see `vmfork ls`");
+    }
+    if (!dir.in_use(name)) {
+        throw CliError("no VM named " + name + ": see `vmfork ls`");
+    }
+    try {
+        return control::Client::connect(dir.socket_path(name));
+    } catch (const SystemError& e) {
+        throw CliError("VM " + name + " does not answer (" + e.what() +
+                       "): it may be starting or stopping; see its log " + dir.path() + "/" + name +
+                       ".log");
+    }
+}
+
+json call(const control::RuntimeDir& dir, const std::string& name, const std::string& op,
+          const json& args, std::chrono::milliseconds timeout) {
+    auto client = connect(dir, name);
+    // Name the VM unless the VMM's message already does.
+    auto named = [&](const std::string& what) {
+        return what.find(name) == std::string::npos ? name + ": " + what : what;
+    };
+    try {
+        return client.call(op, args, timeout);
+    } catch (const SystemError& e) {
+        throw CliError(named(e.what()));
+    } catch (const control::ProtocolError& e) {
+        throw CliError(named(e.what()));
+    }
+}
+
+json start_vm(const control::RuntimeDir& dir, const RunOptions& o, std::chrono::seconds timeout) {
+    check_devices();
+    dir.ensure();
+    std::string name = o.name;
+    if (name.empty()) {
+        for (unsigned n = 1;; ++n) {
+            name = "vm" + std::to_string(n);
+            if (!dir.in_use(name)) {
+                break;
+            }
+        }
+    }
+    if (!control::RuntimeDir::valid_name(name)) {
+        throw CliError("'" + name +
+                       "' is not a valid VM name: use 1-64 of A-Z a-z 0-9 . _ -, "
+                       "not starting with . or -");
+    }
+    if (dir.in_use(name)) {
+        throw CliError("a VM named " + name +
+                       " is already running: pick another --name or "
+                       "`vmfork kill " +
+                       name + "`");
+    }
+    std::uint64_t mem = 0;
+    try {
+        mem = parse_size(o.mem);
+    } catch (const std::exception& e) {
+        throw CliError("--mem " + o.mem + ": " + e.what());
+    }
+    const json spec = {
+        {"mode", "boot"},
+        {"name", name},
+        {"mem_size", mem},
+        {"cpus", o.cpus},
+        {"fill", o.fill},
+        {"report_every", o.report_every},
+        {"pace_us", o.pace_ms * 1000ULL},
+        {"runtime_dir", dir.path()},
+        {"spawned_ns", monotonic_ns()},
+    };
+    auto pending = launch_vmm(self_exe(), spec, nullptr, -1, dir.path() + "/" + name + ".log");
+    try {
+        pending.wait(std::chrono::steady_clock::now() + timeout);
+    } catch (const SystemError& e) {
+        throw CliError("VM " + name + " did not start: " + e.what());
+    }
+    return {{"name", name}, {"pid", pending.pid()}};
+}
+
+void kill_vm(const control::RuntimeDir& dir, const std::string& name,
+             std::chrono::milliseconds timeout) {
+    const json info = call(dir, name, "info", json::object(), timeout);
+    const pid_t pid = info.at("pid").get<pid_t>();
+    try {
+        call(dir, name, "kill", json::object(), timeout);
+    } catch (const CliError&) {
+        // It may have exited before replying: the lock says whether it is gone.
+    }
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (dir.in_use(name)) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            ::kill(pid, SIGKILL);
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    // Gone (or killed): live_names() removes what a killed process left.
+    for (int i = 0; i < 250 && dir.in_use(name); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    (void)dir.live_names();
+}
+
+std::vector<json> all_info(const control::RuntimeDir& dir) {
+    std::vector<json> out;
+    for (const auto& name : dir.live_names()) {
+        try {
+            out.push_back(call(dir, name, "info", json::object(), std::chrono::seconds(10)));
+        } catch (const CliError&) {
+            // Started or stopped while we looked.
+        }
+    }
+    return out;
+}
+
+long module_pages() {
+    std::ifstream in("/sys/kernel/debug/vmfork/counters");
+    std::string key;
+    long value = 0;
+    while (in >> key >> value) {
+        if (key == "pages") {
+            return value;
+        }
+    }
+    return -1;
+}
+
+std::string human_bytes(double bytes) {
+    const std::array<const char*, 5> units = {"B", "KiB", "MiB", "GiB", "TiB"};
+    std::size_t u = 0;
+    while (bytes >= 1024 && u < 4) {
+        bytes /= 1024;
+        ++u;
+    }
+    return u == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.1f} {}", bytes, units[u]);
+}
+
+std::string ms(double us) {
+    return us < 1000 ? fmt::format("{:.3f} ms", us / 1000) : fmt::format("{:.1f} ms", us / 1000);
+}
+
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+    std::vector<std::size_t> width;
+    for (const auto& r : rows) {
+        width.resize(std::max(width.size(), r.size()));
+        for (std::size_t i = 0; i < r.size(); ++i) {
+            width[i] = std::max(width[i], r[i].size());
+        }
+    }
+    for (const auto& r : rows) {
+        std::string line;
+        for (std::size_t i = 0; i < r.size(); ++i) {
+            line += r[i];
+            if (i + 1 < r.size()) {
+                line += std::string(width[i] - r[i].size() + 2, ' ');
+            }
+        }
+        fmt::print("{}\n", line);
+    }
+}
+
+} // namespace vmfork::cli

@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: GPL-2.0
+// vmfork: run a VM, fork it into running clones, list, reset, stats, kill.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fmt/format.h>
+
+#include "cli.h"
+#include "vmfork/control/protocol.h"
+#include "vmfork/system_error.h"
+#include "vmfork/vmm/vmm_service.h"
+
+#ifndef VMFORK_VERSION
+#define VMFORK_VERSION "unknown"
+#endif
+
+namespace {
+
+int run_cli(int argc, char** argv) {
+    using namespace vmfork::cli;
+    // The VMM process: `vmfork __vmm NAME`, started by vmfork itself with its fds.
+    if (argc >= 2 && std::string(argv[1]) == "__vmm") {
+        return vmfork::vmm_main();
+    }
+
+    CLI::App app{"vmfork: instant copy-on-write clones of running KVM virtual machines.\n"
+                 "VMs are processes with a control socket in $VMFORK_RUNTIME_DIR "
+                 "(default /run/vmfork)."};
+    app.set_version_flag("--version", std::string("vmfork ") + VMFORK_VERSION);
+    app.require_subcommand(1);
+    Globals g;
+    unsigned timeout_s = 120;
+    app.add_option("--timeout", timeout_s, "seconds to wait for a VM to answer or start")
+        ->check(CLI::Range(1, 3600))
+        ->capture_default_str();
+
+    RunOptions run;
+    auto* run_cmd = app.add_subcommand("run", "boot the built-in guest in a new VM");
+    run_cmd->add_option("--name", run.name, "VM name (default: vm1, vm2, ...)");
+    run_cmd->add_option("--mem", run.mem, "guest RAM, e.g. 64M, 1G")->capture_default_str();
+    run_cmd->add_option("--cpus", run.cpus, "vCPUs")
+        ->check(CLI::Range(1, 16))
+        ->capture_default_str();
+    run_cmd->add_option("--fill", run.fill, "percent of RAM the guest fills with data at boot")
+        ->check(CLI::Range(0, 100))
+        ->capture_default_str();
+    run_cmd->add_option("--pace", run.pace_ms, "ms between guest reports (0: the guest spins)")
+        ->check(CLI::Range(0, 1000))
+        ->capture_default_str();
+    run_cmd->add_option("--report-every", run.report_every, "guest steps between reports")
+        ->check(CLI::Range(1ULL, 1000000000ULL))
+        ->capture_default_str();
+    run_cmd->add_flag("--foreground", run.foreground, "run the VM in this process (Ctrl-C stops)");
+
+    ForkOptions fork;
+    auto* fork_cmd = app.add_subcommand("fork", "clone a running VM into new running VMs");
+    fork_cmd->add_option("name", fork.name, "the VM to clone")->required();
+    fork_cmd->add_option("-n,--count", fork.count, "number of clones")
+        ->check(CLI::Range(1, 256))
+        ->capture_default_str();
+    fork_cmd->add_flag("--template", fork.make_template,
+                       "freeze the VM as a read-only template first (it stops running for good)");
+    fork_cmd->add_option("--name-prefix", fork.name_prefix,
+                         "clone names: PREFIX1, PREFIX2, ... "
+                         "(default: NAME-)");
+    fork_cmd->add_flag("--json", fork.json, "print the result as JSON");
+
+    bool ls_json = false;
+    auto* ls_cmd = app.add_subcommand("ls", "list the VMs");
+    ls_cmd->add_flag("--json", ls_json, "print as JSON");
+
+    std::string stats_name;
+    bool stats_json = false;
+    auto* stats_cmd = app.add_subcommand("stats", "memory sharing of one VM or all");
+    stats_cmd->add_option("name", stats_name, "a VM (default: all)");
+    stats_cmd->add_flag("--json", stats_json, "print as JSON");
+
+    std::string reset_name;
+    auto* reset_cmd = app.add_subcommand("reset", "take a clone back to its fork point");
+    reset_cmd->add_option("name", reset_name, "the clone")->required();
+
+    std::vector<std::string> kill_names;
+    bool kill_all = false;
+    auto* kill_cmd = app.add_subcommand("kill", "stop VMs and free their memory");
+    kill_cmd->add_option("names", kill_names, "VMs to stop");
+    kill_cmd->add_flag("--all", kill_all, "stop every VM");
+
+    std::string console_name;
+    bool follow = false;
+    auto* console_cmd = app.add_subcommand("console", "the guest's serial output so far");
+    console_cmd->add_option("name", console_name, "the VM")->required();
+    console_cmd->add_flag("-f,--follow", follow, "keep printing until the VM stops or Ctrl-C");
+
+    DemoOptions demo;
+    auto* demo_cmd = app.add_subcommand("demo", "boot, warm, fork N verified clones, report, "
+                                                "clean up");
+    demo_cmd->add_option("--mem", demo.mem, "guest RAM")->capture_default_str();
+    demo_cmd->add_option("--clones", demo.clones, "number of clones")
+        ->check(CLI::Range(1, 1000))
+        ->capture_default_str();
+    demo_cmd->add_option("--fill", demo.fill, "percent of RAM the guest fills")
+        ->check(CLI::Range(0, 100))
+        ->capture_default_str();
+    demo_cmd->add_option("--cpus", demo.cpus, "vCPUs")
+        ->check(CLI::Range(1, 16))
+        ->capture_default_str();
+    demo_cmd->add_flag("--keep", demo.keep, "leave the VMs running at the end");
+
+    CLI11_PARSE(app, argc, argv);
+    g.timeout = std::chrono::seconds(timeout_s);
+
+    try {
+        if (*run_cmd) {
+            return cmd_run(g, run);
+        }
+        if (*fork_cmd) {
+            return cmd_fork(g, fork);
+        }
+        if (*ls_cmd) {
+            return cmd_ls(g, ls_json);
+        }
+        if (*stats_cmd) {
+            return cmd_stats(g, stats_name, stats_json);
+        }
+        if (*reset_cmd) {
+            return cmd_reset(g, reset_name);
+        }
+        if (*kill_cmd) {
+            return cmd_kill(g, kill_names, kill_all);
+        }
+        if (*console_cmd) {
+            return cmd_console(g, console_name, follow);
+        }
+        if (*demo_cmd) {
+            return cmd_demo(g, demo);
+        }
+    } catch (const CliError& e) {
+        fmt::print(stderr, "vmfork: {}\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "vmfork: {}\n", e.what());
+        return 1;
+    }
+    return 1;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run_cli(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "vmfork: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "vmfork: unexpected error\n");
+    }
+    return 1;
+}

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: GPL-2.0
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <sys/types.h>
+
+#include <nlohmann/json.hpp>
+
+#include "vmfork/unique_fd.h"
+
+namespace vmfork {
+
+class MemoryObject;
+
+// What a VMM process is started with (the JSON of its launch spec):
+//   mode "boot": name, mem_size, cpus, fill, report_every, pace_us
+//   mode "clone": name, parent, generation, parent_positions [[step, checksum, tsc]...]
+//   both: runtime_dir, spawned_ns (CLOCK_MONOTONIC when the launcher started it)
+// A clone also gets its memory object and its serialized VmState.
+//
+// Descriptors of a VMM process: 3 ready pipe, 4 spec (memfd, JSON), 5 memory object
+// and 6 state (memfd) for a clone. It writes "ok\n" or "error <errno> <text>\n" on 3
+// once it serves its control socket (or failed), then closes it.
+namespace launch_fd {
+constexpr int ready = 3;
+constexpr int spec = 4;
+constexpr int memory = 5;
+constexpr int state = 6;
+} // namespace launch_fd
+
+// A VMM process started and not yet known to be ready.
+class PendingVmm {
+public:
+    PendingVmm(pid_t pid, UniqueFd ready, std::string name)
+        : pid_(pid), ready_(std::move(ready)), name_(std::move(name)) {}
+    // Waits for the ready line. Throws SystemError with the VMM's errno and text (or
+    // ETIMEDOUT, or EIO when it died without a word: see its log).
+    void wait(std::chrono::steady_clock::time_point deadline);
+    [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+    [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
+private:
+    pid_t pid_;
+    UniqueFd ready_;
+    std::string name_;
+};
+
+// A memfd holding bytes (sealed against writes), for passing to a VMM.
+UniqueFd make_memfd(const std::string& name, const void* data, std::size_t size);
+
+// Starts exe as a VMM process in its own session, stdin from /dev/null, stdout and
+// stderr to log_path. memory/state_fd only for a clone (else nullptr/-1).
+PendingVmm launch_vmm(const std::string& exe, const nlohmann::json& spec,
+                      const MemoryObject* memory, int state_fd, const std::string& log_path);
+
+// The path of the running executable (the VMM is the same binary).
+std::string self_exe();
+
+// CLOCK_MONOTONIC in ns: comparable between processes.
+std::uint64_t monotonic_ns();
+
+} // namespace vmfork

@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: GPL-2.0
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "vmfork/control/runtime_dir.h"
+#include "vmfork/control/server.h"
+#include "vmfork/device.h"
+#include "vmfork/kvm.h"
+#include "vmfork/vm_state.h"
+#include "vmfork/vmm/machine.h"
+#include "vmfork/vmm/report_verifier.h"
+
+namespace vmfork {
+
+// One VM as a process: the Machine, its report verifier and the control requests of
+// `vmfork` (info, fork, reset, pause, resume, kill) on NAME.sock in the runtime dir.
+// Built from a launch spec (launcher.h); run() serves until a kill request or stop().
+class VmmService {
+public:
+    // Boots or restores the VM the spec describes (clone: memory and state are the
+    // fork child and its VmState). Throws on any failure, before anything runs.
+    VmmService(const nlohmann::json& spec, std::optional<MemoryObject> memory,
+               std::optional<VmState> state);
+    ~VmmService();
+    VmmService(const VmmService&) = delete;
+    VmmService& operator=(const VmmService&) = delete;
+    VmmService(VmmService&&) = delete;
+    VmmService& operator=(VmmService&&) = delete;
+
+    // Binds the control socket (after this, `vmfork` can reach the VM).
+    void listen();
+    void run();
+    // Async-signal-safe.
+    void stop() noexcept;
+
+    [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
+private:
+    control::Outcome info(const control::Request& req);
+    control::Outcome fork(const control::Request& req);
+    control::Outcome reset(const control::Request& req);
+    control::Outcome pause(const control::Request& req);
+    control::Outcome resume(const control::Request& req);
+    [[nodiscard]] nlohmann::json describe() const;
+    [[nodiscard]] std::string state_name() const;
+    [[nodiscard]] std::string clone_name(const std::string& prefix,
+                                         const std::vector<std::string>& taken) const;
+
+    control::RuntimeDir dir_;
+    std::string name_;
+    std::string parent_;
+    std::uint64_t spawned_ns_ = 0;
+    std::uint64_t started_ns_ = 0;
+    std::unique_ptr<control::NameLock> lock_;
+    Kvm kvm_;
+    std::optional<Device> device_; // a booted VM only
+    std::unique_ptr<ReportVerifier> verifier_;
+    std::unique_ptr<Machine> machine_;
+    CloneIdentity identity_;
+    std::optional<VmState> fork_state_;     // a clone's: what reset goes back to
+    std::optional<VmState> template_state_; // once this VM is a template
+    std::vector<GuestPosition> template_positions_;
+    bool paused_ = false;
+    std::uint64_t fill_ = 0;
+    std::unique_ptr<control::Server> server_;
+};
+
+// The `vmfork __vmm` entry point: reads the spec and fds of launcher.h, builds the
+// VmmService, reports ready (or the error) on the ready fd, serves. Returns the exit
+// status.
+int vmm_main();
+// `vmfork run --foreground`: the same in the calling process, until SIGINT/SIGTERM or
+// a kill request; on_ready is called once the VM serves.
+int vmm_foreground(const nlohmann::json& spec,
+                   const std::function<void(const VmmService&)>& on_ready);
+
+} // namespace vmfork

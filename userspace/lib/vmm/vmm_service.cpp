@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: GPL-2.0
+#include "vmfork/vmm/vmm_service.h"
+
+#include <algorithm>
+#include <csignal>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmfork/memory_object.h"
+#include "vmfork/system_error.h"
+#include "vmfork/vmm/boot_loader.h"
+#include "vmfork/vmm/launcher.h"
+
+namespace vmfork {
+
+using control::Outcome;
+using control::Request;
+using control::RequestError;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::size_t report_history = 64;
+constexpr std::uint64_t max_clones_per_request = 256;
+constexpr auto clone_start_timeout = std::chrono::seconds(60);
+
+std::uint64_t us_since(std::uint64_t start_ns) {
+    return (monotonic_ns() - start_ns) / 1000;
+}
+
+// The report slots in an object's RAM, read through the fd (no mapping needed).
+std::vector<vmfork_guest_slot> read_slots(const MemoryObject& memory, std::size_t cpus) {
+    std::vector<vmfork_guest_slot> slots(cpus);
+    const auto len = static_cast<ssize_t>(cpus * sizeof(vmfork_guest_slot));
+    if (::pread(memory.fd(), slots.data(), static_cast<std::size_t>(len), VMFORK_GUEST_SLOTS) !=
+        len) {
+        throw SystemError::from_errno("read the fork-time report slots");
+    }
+    return slots;
+}
+
+std::uint64_t saved_tsc(const VcpuState& vcpu) {
+    for (const auto& m : vcpu.msrs) {
+        if (m.index == 0x10) { // MSR_IA32_TSC
+            return m.data;
+        }
+    }
+    return 0;
+}
+
+json positions_json(const std::vector<GuestPosition>& positions) {
+    json a = json::array();
+    for (const auto& p : positions) {
+        a.push_back({p.step, p.checksum, p.tsc});
+    }
+    return a;
+}
+
+std::vector<GuestPosition> positions_from(const json& a) {
+    std::vector<GuestPosition> v;
+    for (const auto& p : a) {
+        v.push_back({p.at(0).get<std::uint64_t>(), p.at(1).get<std::uint64_t>(),
+                     p.at(2).get<std::uint64_t>()});
+    }
+    return v;
+}
+
+UniqueFd truncate_file(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!fd) {
+        throw SystemError::from_errno("cannot create " + path);
+    }
+    return fd;
+}
+
+} // namespace
+
+VmmService::VmmService(const json& spec, std::optional<MemoryObject> memory,
+                       std::optional<VmState> state)
+    : dir_(spec.at("runtime_dir").get<std::string>()), name_(spec.at("name").get<std::string>()),
+      spawned_ns_(spec.value("spawned_ns", monotonic_ns())), started_ns_(monotonic_ns()),
+      kvm_(Kvm::open()) {
+    control::RuntimeDir::check_name(name_);
+    dir_.ensure();
+    lock_ = std::make_unique<control::NameLock>(control::NameLock::acquire(dir_, name_));
+    truncate_file(dir_.console_path(name_));
+
+    MachineConfig config;
+    config.serial_path = dir_.console_path(name_);
+    config.report_history = report_history;
+    const std::string mode = spec.at("mode").get<std::string>();
+    if (mode == "boot") {
+        device_.emplace(Device::open());
+        config.mem_size = spec.at("mem_size").get<std::uint64_t>();
+        config.cpus = spec.at("cpus").get<unsigned>();
+        fill_ = spec.at("fill").get<std::uint64_t>();
+        BuiltinGuestLoader loader(fill_, spec.at("report_every").get<std::uint64_t>(),
+                                  spec.at("pace_us").get<std::uint64_t>());
+        MemoryObject ram = device_->create_memory(config.mem_size);
+        identity_ = {0, ram.id()};
+        verifier_ = std::make_unique<ReportVerifier>(config.cpus, identity_);
+        auto* verifier = verifier_.get();
+        config.on_report = [verifier](const GuestReport& r) { verifier->check(r.slot); };
+        machine_ = Machine::boot(kvm_, std::move(ram), config, loader);
+    } else if (mode == "clone") {
+        if (!memory || !state) {
+            throw SystemError(EINVAL, "a clone needs its memory object and state");
+        }
+        parent_ = spec.at("parent").get<std::string>();
+        fill_ = spec.value("fill", std::uint64_t{0});
+        identity_ = {spec.at("generation").get<std::uint64_t>(), memory->id()};
+        std::vector<std::uint64_t> tsc;
+        for (const auto& v : state->vcpus) {
+            tsc.push_back(saved_tsc(v));
+        }
+        verifier_ = std::make_unique<ReportVerifier>(positions_from(spec.at("parent_positions")),
+                                                     read_slots(*memory, state->vcpus.size()), tsc,
+                                                     identity_);
+        auto* verifier = verifier_.get();
+        config.on_report = [verifier](const GuestReport& r) { verifier->check(r.slot); };
+        fork_state_ = std::move(state);
+        machine_ = Machine::restore(kvm_, std::move(*memory), *fork_state_, identity_, config);
+    } else {
+        throw SystemError(EINVAL, "unknown VMM mode '" + mode + "'");
+    }
+}
+
+VmmService::~VmmService() = default;
+
+void VmmService::listen() {
+    control::Dispatcher d;
+    d.add("info", [this](const Request& r) { return info(r); });
+    d.add("fork", [this](const Request& r) { return fork(r); });
+    d.add("reset", [this](const Request& r) { return reset(r); });
+    d.add("pause", [this](const Request& r) { return pause(r); });
+    d.add("resume", [this](const Request& r) { return resume(r); });
+    d.add("kill", [](const Request& r) {
+        r.check_only({});
+        return Outcome{control::ok_reply(), true};
+    });
+    server_ = std::make_unique<control::Server>(dir_.socket_path(name_), std::move(d));
+}
+
+void VmmService::run() {
+    server_->run();
+}
+
+void VmmService::stop() noexcept {
+    if (server_) {
+        server_->stop();
+    }
+}
+
+std::string VmmService::state_name() const {
+    if (template_state_) {
+        return "template";
+    }
+    if (!machine_->errors().empty()) {
+        return "error";
+    }
+    const auto states = machine_->vcpu_states();
+    if (std::all_of(states.begin(), states.end(),
+                    [](VcpuLifecycle s) { return s == VcpuLifecycle::Exited; })) {
+        return "stopped";
+    }
+    return paused_ ? "paused" : "running";
+}
+
+json VmmService::describe() const {
+    const auto st = machine_->memory().object().stats();
+    const auto sum = verifier_->summary();
+    json steps = json::array();
+    json own = json::array();
+    for (std::size_t i = 0; i < sum.positions.size(); ++i) {
+        steps.push_back(sum.positions[i].step);
+        own.push_back(sum.own_per_cpu[i]);
+    }
+    const auto first = machine_->reports().first();
+    std::uint64_t first_report_ns = 0;
+    if (first) {
+        // steady_clock is CLOCK_MONOTONIC on Linux: comparable between processes.
+        first_report_ns = static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(first->when.time_since_epoch())
+                .count());
+    }
+    return {
+        {"name", name_},
+        {"pid", ::getpid()},
+        {"parent", parent_},
+        {"generation", identity_.generation},
+        {"id", identity_.id},
+        {"state", state_name()},
+        {"cpus", machine_->cpus()},
+        {"mem_size", machine_->memory().size()},
+        {"fill", fill_},
+        {"spawned_ns", spawned_ns_},
+        {"started_ns", started_ns_},
+        {"first_report_ns", first_report_ns},
+        {"uptime_ms", us_since(started_ns_) / 1000},
+        {"reports",
+         {{"checked", sum.reports},
+          {"own", sum.own},
+          {"own_per_cpu", own},
+          {"failures", sum.failures},
+          {"errors", sum.errors},
+          {"steps", steps}}},
+        {"vcpu_errors", machine_->errors()},
+        {"memory",
+         {{"id", st.id},
+          {"parent_id", st.parent_id},
+          {"depth", st.depth},
+          {"size", st.size},
+          {"resident_pages", st.resident_pages},
+          {"shared_pages", st.shared_pages},
+          {"private_pages", st.private_pages},
+          {"cow_breaks", st.cow_breaks},
+          {"forks", st.forks},
+          {"resets", st.resets},
+          {"chain_length", st.chain_length},
+          {"template", (st.flags & VMFORK_STATS_TEMPLATE) != 0}}},
+        {"console", dir_.console_path(name_)},
+    };
+}
+
+Outcome VmmService::info(const Request& req) {
+    req.check_only({});
+    return {control::ok_reply(describe())};
+}
+
+std::string VmmService::clone_name(const std::string& prefix,
+                                   const std::vector<std::string>& taken) const {
+    for (unsigned n = 1; n < 100000; ++n) {
+        std::string name = prefix + std::to_string(n);
+        if (!control::RuntimeDir::valid_name(name)) {
+            throw RequestError(EINVAL,
+                               "clone names '" + prefix +
+                                   "N' are not valid VM names: use a shorter --name-prefix");
+        }
+        if (std::find(taken.begin(), taken.end(), name) == taken.end() && !dir_.in_use(name)) {
+            return name;
+        }
+    }
+    throw RequestError(EEXIST, "no free clone name with prefix '" + prefix + "'");
+}
+
+Outcome VmmService::fork(const Request& req) {
+    req.check_only({"count", "template", "name_prefix"});
+    const auto count = req.u64("count", 1, 1, max_clones_per_request);
+    const bool make_template = req.boolean("template", false);
+    const std::string prefix = req.name("name_prefix", name_ + "-");
+    if (state_name() == "error" || state_name() == "stopped") {
+        throw RequestError(EIO, "VM " + name_ + " is " + state_name() + ": it cannot be forked");
+    }
+
+    // Pause, capture, VM_FORK count times, resume: the parent stops for this long only.
+    const std::uint64_t t0 = monotonic_ns();
+    std::uint64_t pause_us = 0;
+    std::vector<MemoryObject> children;
+    std::vector<std::uint64_t> fork_us;
+    VmState state;
+    std::vector<GuestPosition> positions;
+    if (template_state_) {
+        state = *template_state_;
+        positions = template_positions_;
+        for (std::uint64_t i = 0; i < count; ++i) {
+            const std::uint64_t f = monotonic_ns();
+            children.push_back(machine_->memory().object().fork(ForkMode::Live));
+            fork_us.push_back(us_since(f));
+        }
+    } else {
+        const bool was_paused = paused_;
+        machine_->pause();
+        try {
+            state = machine_->capture();
+            positions = verifier_->summary().positions;
+            for (std::uint64_t i = 0; i < count; ++i) {
+                const std::uint64_t f = monotonic_ns();
+                children.push_back(machine_->memory().object().fork(
+                    i == 0 && make_template ? ForkMode::Template : ForkMode::Live));
+                fork_us.push_back(us_since(f));
+            }
+        } catch (...) {
+            if (!was_paused) {
+                machine_->resume();
+            }
+            throw;
+        }
+        if (make_template) {
+            template_state_ = state;
+            template_positions_ = positions;
+        } else if (!was_paused) {
+            machine_->resume();
+        }
+        pause_us = us_since(t0);
+    }
+
+    // Start the clones, each a VMM process of its own.
+    const auto blob = state.serialize();
+    const UniqueFd state_fd = make_memfd("vmfork-state", blob.data(), blob.size());
+    const std::string exe = self_exe();
+    std::vector<std::string> names;
+    std::vector<PendingVmm> pending;
+    std::vector<std::uint64_t> spawned;
+    json clones = json::array();
+    for (std::uint64_t i = 0; i < count; ++i) {
+        const std::string name = clone_name(prefix, names);
+        names.push_back(name);
+        const std::uint64_t now = monotonic_ns();
+        const json spec = {
+            {"mode", "clone"},
+            {"name", name},
+            {"parent", name_},
+            {"generation", identity_.generation + 1},
+            {"fill", fill_},
+            {"parent_positions", positions_json(positions)},
+            {"runtime_dir", dir_.path()},
+            {"spawned_ns", now},
+        };
+        pending.push_back(
+            launch_vmm(exe, spec, &children[i], state_fd.get(), dir_.path() + "/" + name + ".log"));
+        spawned.push_back(now);
+    }
+    children.clear(); // the clones hold their own descriptors now
+    const auto deadline = std::chrono::steady_clock::now() + clone_start_timeout;
+    bool all_ok = true;
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+        json c = {{"name", pending[i].name()},
+                  {"pid", pending[i].pid()},
+                  {"fork_us", fork_us[i]},
+                  {"spawned_ns", spawned[i]}};
+        try {
+            pending[i].wait(deadline);
+            c["ready_us"] = us_since(spawned[i]);
+        } catch (const SystemError& e) {
+            c["errno"] = e.error();
+            c["error"] = e.what();
+            all_ok = false;
+        }
+        clones.push_back(std::move(c));
+    }
+    return {control::ok_reply({{"clones", clones},
+                               {"pause_us", pause_us},
+                               {"request_ns", t0},
+                               {"template", template_state_.has_value()},
+                               {"all_ok", all_ok}})};
+}
+
+Outcome VmmService::reset(const Request& req) {
+    req.check_only({});
+    if (!fork_state_) {
+        throw RequestError(EINVAL, "VM " + name_ +
+                                       " is not a clone: only a clone can go back to its fork "
+                                       "point");
+    }
+    if (template_state_) {
+        throw RequestError(EPERM, "VM " + name_ + " is a template: it cannot be reset");
+    }
+    const auto before = machine_->memory().object().stats();
+    const std::uint64_t t0 = monotonic_ns();
+    machine_->reset_to(*fork_state_, identity_);
+    verifier_->rewind();
+    const std::uint64_t took = us_since(t0);
+    paused_ = false;
+    return {control::ok_reply({{"reset_us", took}, {"dropped_pages", before.private_pages}})};
+}
+
+Outcome VmmService::pause(const Request& req) {
+    req.check_only({});
+    machine_->pause();
+    paused_ = true;
+    return {control::ok_reply()};
+}
+
+Outcome VmmService::resume(const Request& req) {
+    req.check_only({});
+    if (template_state_) {
+        throw RequestError(EPERM, "VM " + name_ + " is a template: it never runs again (fork it)");
+    }
+    machine_->resume();
+    paused_ = false;
+    return {control::ok_reply()};
+}
+
+} // namespace vmfork
