@@ -99,7 +99,7 @@ for k in "${kernels[@]}"; do
 	vm_rc=0
 	scripts/vm-run.sh --kernel "$k" "${extra[@]}" --timeout "${CHECK_VM_TIMEOUT:-1800}" -- \
 		scripts/run-selftests.sh "${run_opts[@]}" -g build/userspace/vmfork_vm_tests \
-		-x userspace/tests/cli_vm_test.py build/selftests 2>&1 |
+		-x userspace/tests/cli_vm_test.py -x bpf/tests/dashboards_test.py build/selftests 2>&1 |
 		tee "$out" || vm_rc=${PIPESTATUS[0]}
 
 	res=$(grep -E '^run-selftests: pass=[0-9]+ fail=[0-9]+ skip=[0-9]+' "$out" | tail -n1 || true)

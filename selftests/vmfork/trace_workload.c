@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * trace_workload: a known mix of module events for the tracing tools' tests.
+ * Not a test itself. Creates one object of 4 MiB, writes every page, then does
+ * FORKS rounds of: fork a child, write WRITES pages of the parent (each a COW
+ * break: the fork froze them), write WRITES pages of the child (COW breaks too)
+ * and reset the child. Prints what the module's own counters say:
+ *
+ *   forks=K cow_breaks=C resets=R
+ *
+ * C is the sum of VMFORK_GET_STATS cow_breaks over every object, read just
+ * before each is closed, so a tool that counts vmfork_cow events must match it.
+ *
+ * Usage: trace_workload [FORKS [WRITES [DELAY_MS]]]   (default: 20 50 50)
+ * DELAY_MS between rounds spreads the events over time for per-second views.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/vmfork.h>
+
+#define PAGE 4096UL
+#define SIZE (4UL << 20)
+
+static void die(const char *what)
+{
+	fprintf(stderr, "trace_workload: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static uint64_t cow_breaks(int fd)
+{
+	struct vmfork_stats st;
+
+	memset(&st, 0, sizeof(st));
+	if (ioctl(fd, VMFORK_GET_STATS, &st) < 0)
+		die("VMFORK_GET_STATS");
+	return st.cow_breaks;
+}
+
+static void touch(char *p, unsigned long pages, unsigned long first, int v)
+{
+	for (unsigned long i = 0; i < pages; i++)
+		p[((first + i) % (SIZE / PAGE)) * PAGE] = (char)v;
+}
+
+int main(int argc, char **argv)
+{
+	unsigned long forks = argc > 1 ? strtoul(argv[1], NULL, 0) : 20;
+	unsigned long writes = argc > 2 ? strtoul(argv[2], NULL, 0) : 50;
+	unsigned long delay_ms = argc > 3 ? strtoul(argv[3], NULL, 0) : 50;
+	struct vmfork_create_mem create = { .size = SIZE };
+	struct timespec delay = { delay_ms / 1000, (delay_ms % 1000) * 1000000 };
+	uint64_t cows = 0, resets = 0;
+	int dev, mem;
+	char *p;
+
+	if (writes > SIZE / PAGE)
+		writes = SIZE / PAGE;
+	dev = open("/dev/vmfork", O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		die("/dev/vmfork");
+	mem = ioctl(dev, VMFORK_CREATE_MEM, &create);
+	if (mem < 0)
+		die("VMFORK_CREATE_MEM");
+	p = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mem, 0);
+	if (p == MAP_FAILED)
+		die("mmap");
+	touch(p, SIZE / PAGE, 0, 1);
+
+	for (unsigned long i = 0; i < forks; i++) {
+		struct vmfork_fork arg = { 0 };
+		int child = ioctl(mem, VMFORK_VM_FORK, &arg);
+		char *c;
+
+		if (child < 0)
+			die("VMFORK_VM_FORK");
+		touch(p, writes, i * writes, 2);
+		c = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, child, 0);
+		if (c == MAP_FAILED)
+			die("mmap child");
+		touch(c, writes, i * writes + 7, 3);
+		if (ioctl(child, VMFORK_RESET, 0) < 0)
+			die("VMFORK_RESET");
+		resets++;
+		cows += cow_breaks(child);
+		munmap(c, SIZE);
+		close(child);
+		if (delay_ms)
+			nanosleep(&delay, NULL);
+	}
+	cows += cow_breaks(mem);
+	munmap(p, SIZE);
+	close(mem);
+	close(dev);
+	printf("forks=%lu cow_breaks=%llu resets=%llu\n", forks, (unsigned long long)cows,
+	       (unsigned long long)resets);
+	return 0;
+}
