@@ -19,6 +19,15 @@
 
 namespace vmfork {
 
+std::optional<std::uint64_t> VcpuState::msr(std::uint32_t index) const {
+    for (const auto& m : msrs) {
+        if (m.index == index) {
+            return m.data;
+        }
+    }
+    return std::nullopt;
+}
+
 namespace {
 
 constexpr std::array<char, 8> magic = {'V', 'M', 'F', 'K', 'S', 'T', 'A', 'T'};

@@ -26,11 +26,7 @@ constexpr std::uint64_t report_every = 20000;
 constexpr auto timeout = 120s; // nested KVM under TCG is slow
 
 std::uint64_t checksum_at(std::uint64_t cpu, std::uint64_t step) {
-    std::uint64_t sum = vmfork_guest_seed(cpu);
-    for (std::uint64_t k = 1; k <= step; ++k) {
-        sum = vmfork_guest_step(sum, k);
-    }
-    return sum;
+    return ReportVerifier::advance(vmfork_guest_seed(cpu), 0, step);
 }
 
 // Every value a report carries is a function of (cpu, step) or set at boot.
@@ -197,15 +193,6 @@ void expect_clone_continues(const std::vector<GuestReport>& reports, std::uint64
     EXPECT_GE(own, 1U) << "no report of this vCPU was begun in the clone";
 }
 
-std::uint64_t saved_tsc(const VcpuState& vcpu) {
-    for (const auto& m : vcpu.msrs) {
-        if (m.index == 0x10) { // MSR_IA32_TSC
-            return m.data;
-        }
-    }
-    return 0;
-}
-
 // Proves: regs (rip, rsp and the loop's registers), sregs (long mode), xsave (xmm15),
 // LAPIC (LDR), debugregs (DR0), MSRs (LSTAR), TSC (monotonic across the fork) and
 // guest RAM via the fork child; identity page; isolation in both directions.
@@ -222,7 +209,7 @@ TEST_F(VmFork, CloneContinuesWhereTheParentStoppedAndIsIsolated) {
     EXPECT_TRUE(fork_slot.checksum == checksum_at(0, fork_slot.step) ||
                 fork_slot.checksum == checksum_at(0, fork_slot.step + 1))
         << "fork-time RAM (the checksum is stored just before its step)";
-    const std::uint64_t fork_tsc = saved_tsc(fork.state.vcpus[0]);
+    const std::uint64_t fork_tsc = fork.state.vcpus[0].msr(VcpuState::msr_ia32_tsc).value_or(0);
     EXPECT_NE(fork_tsc, 0U) << "MSR_IA32_TSC must be among the saved MSRs";
 
     const CloneIdentity identity{1, fork.memory.id()};
@@ -277,7 +264,8 @@ TEST_F(VmFork, FourVcpusAllKeepRunningInTheClone) {
     const auto creports = clone->reports().reports();
     for (unsigned cpu = 0; cpu < 4; ++cpu) {
         EXPECT_EQ(fork.state.vcpus[cpu].mp_state.mp_state, KVM_MP_STATE_RUNNABLE);
-        expect_clone_continues(creports, cpu, at_fork[cpu], saved_tsc(fork.state.vcpus[cpu]),
+        expect_clone_continues(creports, cpu, at_fork[cpu],
+                               fork.state.vcpus[cpu].msr(VcpuState::msr_ia32_tsc).value_or(0),
                                identity);
     }
     clone->pause();

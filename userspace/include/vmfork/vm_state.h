@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <linux/kvm.h>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -27,6 +28,10 @@ struct VcpuState {
     std::uint32_t tsc_khz = 0;
     std::vector<kvm_msr_entry> msrs; // includes MSR_IA32_TSC and the kvmclock MSRs
     kvm_vcpu_events events{};
+
+    static constexpr std::uint32_t msr_ia32_tsc = 0x10;
+    // The saved value of MSR index, if it was saved.
+    [[nodiscard]] std::optional<std::uint64_t> msr(std::uint32_t index) const;
 };
 
 // A paused VM: vCPUs, in-kernel irqchip (PIC master, PIC slave, IOAPIC), PIT and

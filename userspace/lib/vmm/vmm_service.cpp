@@ -40,15 +40,6 @@ std::vector<vmfork_guest_slot> read_slots(const MemoryObject& memory, std::size_
     return slots;
 }
 
-std::uint64_t saved_tsc(const VcpuState& vcpu) {
-    for (const auto& m : vcpu.msrs) {
-        if (m.index == 0x10) { // MSR_IA32_TSC
-            return m.data;
-        }
-    }
-    return 0;
-}
-
 json positions_json(const std::vector<GuestPosition>& positions) {
     json a = json::array();
     for (const auto& p : positions) {
@@ -112,7 +103,7 @@ VmmService::VmmService(const json& spec, std::optional<MemoryObject> memory,
         identity_ = {spec.at("generation").get<std::uint64_t>(), memory->id()};
         std::vector<std::uint64_t> tsc;
         for (const auto& v : state->vcpus) {
-            tsc.push_back(saved_tsc(v));
+            tsc.push_back(v.msr(VcpuState::msr_ia32_tsc).value_or(0));
         }
         verifier_ = std::make_unique<ReportVerifier>(positions_from(spec.at("parent_positions")),
                                                      read_slots(*memory, state->vcpus.size()), tsc,
