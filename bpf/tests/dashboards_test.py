@@ -17,9 +17,10 @@ import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 ROOT = os.path.realpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import ktap  # noqa: E402
 WORKLOAD = os.path.join(ROOT, "build", "selftests", "trace_workload")
 FORKS, WRITES, DELAY_MS = 20, 50, 100
-results = []
 
 
 def run_dashboard(script):
@@ -85,14 +86,7 @@ def hist_samples(out, name):
     return sum(int(n) for n in re.findall(r"^\[[^\]\)]*[\]\)]\s+(\d+)\s+\|", m.group(1), re.M))
 
 
-def test(name):
-    def wrap(fn):
-        results.append((name, fn))
-        return fn
-    return wrap
-
-
-@test("vmfork-forklat.bt: one histogram sample per fork, K in all")
+@ktap.test("vmfork-forklat.bt: one histogram sample per fork, K in all")
 def _():
     out, c = run_dashboard("vmfork-forklat.bt")
     assert c["forks"] == FORKS, c
@@ -100,7 +94,7 @@ def _():
     assert hist_samples(out, "live_fork_us") == FORKS, out
 
 
-@test("vmfork-cow.bt: per-object COW rates each second, totals equal the module's count")
+@ktap.test("vmfork-cow.bt: per-object COW rates each second, totals equal the module's count")
 def _():
     out, c = run_dashboard("vmfork-cow.bt")
     assert c["cow_breaks"] > 0, c
@@ -110,7 +104,7 @@ def _():
     assert "COW breaks/s by object id" in out
 
 
-@test("vmfork-top.bt: per-second lines and totals equal forks, COW breaks and resets")
+@ktap.test("vmfork-top.bt: per-second lines and totals equal forks, COW breaks and resets")
 def _():
     out, c = run_dashboard("vmfork-top.bt")
     assert scalar(out, "forks") == c["forks"], out
@@ -123,29 +117,8 @@ def _():
     assert any(int(l[0]) > 0 for l in lines)
 
 
-def main():
-    print("TAP version 13")
-    print(f"1..{len(results)}")
-    passed = failed = 0
-    for i, (name, fn) in enumerate(results, 1):
-        try:
-            fn()
-            print(f"ok {i} {name}")
-            passed += 1
-        except Exception as e:
-            for line in str(e).splitlines()[:40]:
-                print(f"# {line}")
-            print(f"not ok {i} {name}")
-            failed += 1
-        sys.stdout.flush()
-    print(f"# Totals: pass:{passed} fail:{failed} xfail:0 xpass:0 skip:0 error:0")
-    return 0 if failed == 0 else 1
-
-
 if __name__ == "__main__":
     missing = [w for w in ("/dev/vmfork",) if not os.path.exists(w)]
     if missing or not shutil.which("bpftrace") or os.geteuid() != 0:
-        print("1..0 # SKIP needs root, bpftrace and the vmfork module (run it in the test VM)")
-        print("# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:1 error:0")
-        sys.exit(4)
-    sys.exit(main())
+        ktap.skip_all("needs root, bpftrace and the vmfork module (run it in the test VM)")
+    sys.exit(ktap.main())

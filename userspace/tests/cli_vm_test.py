@@ -16,6 +16,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
+import ktap  # noqa: E402
 VMFORK = os.environ.get("VMFORK_BIN", os.path.join(HERE, "..", "..", "build", "bin", "vmfork"))
 RUNTIME = tempfile.mkdtemp(prefix="vmfork-cli-test.")
 ENV = dict(os.environ, VMFORK_RUNTIME_DIR=RUNTIME)
@@ -23,9 +25,6 @@ TIMEOUT = 120  # nested KVM under TCG is slow; every wait is bounded by this
 # The guests report every PACE ms and idle between reports: a dozen VMs under TCG
 # (and KASAN, on the debug kernel) must leave CPU for the VMM processes.
 PACE = "200"
-
-results = []
-
 
 def vmfork(*args, check=True, timeout=TIMEOUT):
     p = subprocess.run([VMFORK, *args], env=ENV, capture_output=True, text=True,
@@ -77,14 +76,7 @@ def verified(v, generation, parent):
     assert v["state"] == "running", v["state"]
 
 
-def test(name):
-    def wrap(fn):
-        results.append((name, fn))
-        return fn
-    return wrap
-
-
-@test("run boots a VM that ls shows running and whose guest reports verify")
+@ktap.test("run boots a VM that ls shows running and whose guest reports verify")
 def _():
     out = vmfork("run", "--pace", PACE, "--name", "t", "--mem", "32M", "--fill", "50").stdout
     assert "t: running" in out, out
@@ -94,7 +86,7 @@ def _():
     assert v["memory"]["resident_pages"] >= (16 - 2) * 256 - 16, "the guest must fill ~50%"
 
 
-@test("fork -n 4: four running clones, each its own identity, each a correct continuation")
+@ktap.test("fork -n 4: four running clones, each its own identity, each a correct continuation")
 def _():
     out = vmfork("fork", "t", "-n", "4").stdout
     for i in range(1, 5):
@@ -110,7 +102,7 @@ def _():
     verified(own_reports("t", 3), 0, "")
 
 
-@test("a clone of a clone is generation 2 and continues its own parent")
+@ktap.test("a clone of a clone is generation 2 and continues its own parent")
 def _():
     out = vmfork("fork", "t-1").stdout
     assert "t-1-1" in out, out
@@ -119,7 +111,7 @@ def _():
     assert v["memory"]["depth"] == 2
 
 
-@test("reset takes a clone back to its fork point and it runs on correctly from there")
+@ktap.test("reset takes a clone back to its fork point and it runs on correctly from there")
 def _():
     before = own_reports("t-2", 6)
     steps_before = before["reports"]["steps"]
@@ -136,13 +128,13 @@ def _():
         f"after the reset the guest must be back before step {steps_before[0]}"
 
 
-@test("reset of a VM that is not a clone fails with a clear error")
+@ktap.test("reset of a VM that is not a clone fails with a clear error")
 def _():
     p = vmfork("reset", "t", check=False)
     assert p.returncode == 1 and "not a clone" in p.stderr, p.stderr
 
 
-@test("ls --json agrees with reality: names, live pids running the VMM, sockets")
+@ktap.test("ls --json agrees with reality: names, live pids running the VMM, sockets")
 def _():
     vms = ls()
     assert set(vms) == {"t", "t-1", "t-2", "t-3", "t-4", "t-1-1"}, sorted(vms)
@@ -157,7 +149,7 @@ def _():
     assert len(table) == 1 + len(vms)
 
 
-@test("stats --json: every VM's memory object, and the clones share pages")
+@ktap.test("stats --json: every VM's memory object, and the clones share pages")
 def _():
     s = json.loads(vmfork("stats", "--json").stdout)
     assert s["total"]["vms"] == 6
@@ -168,7 +160,7 @@ def _():
             assert m["shared_pages"] > 0
 
 
-@test("kill stops a VM: its process exits, its files go, the others run on")
+@ktap.test("kill stops a VM: its process exits, its files go, the others run on")
 def _():
     pid = info("t-3")["pid"]
     vmfork("kill", "t-3")
@@ -178,7 +170,7 @@ def _():
     verified(own_reports("t-4", 3), 1, "t")
 
 
-@test("a VM killed with SIGKILL leaves no stale socket that breaks the next run")
+@ktap.test("a VM killed with SIGKILL leaves no stale socket that breaks the next run")
 def _():
     pid = info("t-4")["pid"]
     os.kill(pid, signal.SIGKILL)
@@ -189,7 +181,7 @@ def _():
     verified(own_reports("t-4", 1), 0, "")
 
 
-@test("4 vCPUs: the clone's every vCPU keeps running from its own fork-time step")
+@ktap.test("4 vCPUs: the clone's every vCPU keeps running from its own fork-time step")
 def _():
     vmfork("run", "--pace", PACE, "--name", "q", "--mem", "32M", "--cpus", "4", "--fill", "20")
     own_reports("q", 2)
@@ -200,7 +192,7 @@ def _():
     vmfork("kill", "q", "q-1")  # 8 busy vCPUs: free the CPU for the next tests
 
 
-@test("--template freezes the parent; forks from a template never touch it")
+@ktap.test("--template freezes the parent; forks from a template never touch it")
 def _():
     vmfork("run", "--pace", PACE, "--name", "tp", "--mem", "16M", "--fill", "50")
     own_reports("tp", 2)
@@ -218,7 +210,7 @@ def _():
     assert p.returncode == 1
 
 
-@test("bad input gets a clear error and a non-zero exit")
+@ktap.test("bad input gets a clear error and a non-zero exit")
 def _():
     cases = [
         (("fork", "nosuch"), "no VM named nosuch"),
@@ -237,13 +229,13 @@ def _():
         assert text in p.stderr, (args, p.stderr)
 
 
-@test("console shows the guest's serial output")
+@ktap.test("console shows the guest's serial output")
 def _():
     out = vmfork("console", "t").stdout
     assert "vmfork guest: 1 cpus, filled" in out, out
 
 
-@test("kill --all: no VM process, socket or lock is left")
+@ktap.test("kill --all: no VM process, socket or lock is left")
 def _():
     pids = [v["pid"] for v in ls().values()]
     vmfork("kill", "--all")
@@ -254,7 +246,7 @@ def _():
     assert not left, left
 
 
-@test("vmfork demo (small) verifies its clones and cleans up")
+@ktap.test("vmfork demo (small) verifies its clones and cleans up")
 def _():
     p = vmfork("demo", "--mem", "32M", "--clones", "4", "--fill", "50", check=False,
                timeout=600)
@@ -265,29 +257,12 @@ def _():
     assert not [d for d in os.listdir(RUNTIME) if d.startswith("demo-")]
 
 
-def main():
-    print("TAP version 13")
-    print(f"1..{len(results)}")
-    passed = failed = 0
-    for i, (name, fn) in enumerate(results, 1):
-        try:
-            fn()
-            print(f"ok {i} {name}")
-            passed += 1
-        except Exception as e:  # one test's failure must not stop the others
-            print(f"# {type(e).__name__}: {e}")
-            print(f"not ok {i} {name}")
-            failed += 1
-        sys.stdout.flush()
-    # Leave nothing running, whatever happened.
+def kill_all():
+    """Leaves nothing running, whatever happened."""
     subprocess.run([VMFORK, "kill", "--all"], env=ENV, capture_output=True, timeout=TIMEOUT)
-    print(f"# Totals: pass:{passed} fail:{failed} xfail:0 xpass:0 skip:0 error:0")
-    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":
     if not os.access("/dev/kvm", os.W_OK) or not os.access("/dev/vmfork", os.W_OK):
-        print("1..0 # SKIP needs /dev/kvm and /dev/vmfork (run it in the test VM)")
-        print("# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:1 error:0")
-        sys.exit(4)
-    sys.exit(main())
+        ktap.skip_all("needs /dev/kvm and /dev/vmfork (run it in the test VM)")
+    sys.exit(ktap.main(cleanup=kill_all))
