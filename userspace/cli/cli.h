@@ -74,6 +74,9 @@ control::Client connect(const control::RuntimeDir& dir, const std::string& name)
 // One request to a VM, errors as CliError naming the VM.
 json call(const control::RuntimeDir& dir, const std::string& name, const std::string& op,
           const json& args, std::chrono::milliseconds timeout);
+// The launch spec of a booted VM (launcher.h) for o: checks the devices, the name
+// (default: the first free vm1, vm2, ...) and --mem; CliError says what to fix.
+json boot_spec(const control::RuntimeDir& dir, const RunOptions& o);
 // Starts a VM process (as `run` does, in the background) and waits until it serves.
 json start_vm(const control::RuntimeDir& dir, const RunOptions& o, std::chrono::seconds timeout);
 // Asks name to exit and waits until its process is gone (SIGKILL after timeout).

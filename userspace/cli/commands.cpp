@@ -8,9 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "vmfork/parse_size.h"
 #include "vmfork/system_error.h"
-#include "vmfork/vmm/launcher.h"
 #include "vmfork/vmm/vmm_service.h"
 
 namespace vmfork::cli {
@@ -45,22 +43,7 @@ int cmd_run(const Globals& g, const RunOptions& o) {
                    vm.at("pid").get<int>(), name, name);
         return 0;
     }
-    check_devices();
-    const auto dir = runtime_dir();
-    dir.ensure();
-    const std::string name = o.name.empty() ? "vm-fg" + std::to_string(::getpid()) : o.name;
-    const json spec = {
-        {"mode", "boot"},
-        {"name", name},
-        {"mem_size", parse_size(o.mem)},
-        {"cpus", o.cpus},
-        {"fill", o.fill},
-        {"report_every", o.report_every},
-        {"pace_us", o.pace_ms * 1000ULL},
-        {"runtime_dir", dir.path()},
-        {"spawned_ns", monotonic_ns()},
-    };
-    return vmm_foreground(spec, [&](const VmmService& s) {
+    return vmm_foreground(boot_spec(runtime_dir(), o), [&](const VmmService& s) {
         fmt::print("{}: running in the foreground (pid {}); Ctrl-C stops it\n", s.name(),
                    ::getpid());
         std::fflush(stdout);

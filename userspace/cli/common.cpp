@@ -70,7 +70,7 @@ json call(const control::RuntimeDir& dir, const std::string& name, const std::st
     }
 }
 
-json start_vm(const control::RuntimeDir& dir, const RunOptions& o, std::chrono::seconds timeout) {
+json boot_spec(const control::RuntimeDir& dir, const RunOptions& o) {
     check_devices();
     dir.ensure();
     std::string name = o.name;
@@ -99,7 +99,7 @@ json start_vm(const control::RuntimeDir& dir, const RunOptions& o, std::chrono::
     } catch (const std::exception& e) {
         throw CliError("--mem " + o.mem + ": " + e.what());
     }
-    const json spec = {
+    return {
         {"mode", "boot"},
         {"name", name},
         {"mem_size", mem},
@@ -110,6 +110,11 @@ json start_vm(const control::RuntimeDir& dir, const RunOptions& o, std::chrono::
         {"runtime_dir", dir.path()},
         {"spawned_ns", monotonic_ns()},
     };
+}
+
+json start_vm(const control::RuntimeDir& dir, const RunOptions& o, std::chrono::seconds timeout) {
+    const json spec = boot_spec(dir, o);
+    const std::string name = spec.at("name").get<std::string>();
     auto pending = launch_vmm(self_exe(), spec, nullptr, -1, dir.path() + "/" + name + ".log");
     try {
         pending.wait(std::chrono::steady_clock::now() + timeout);

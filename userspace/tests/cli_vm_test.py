@@ -235,6 +235,29 @@ def _():
     assert "vmfork guest: 1 cpus, filled" in out, out
 
 
+@ktap.test("run --foreground: the VM runs in the calling process until it is killed")
+def _():
+    p = vmfork("run", "--foreground", "--name", "a/b", check=False)
+    assert p.returncode == 1 and "not a valid VM name" in p.stderr, p.stderr
+    p = vmfork("run", "--foreground", "--mem", "12Q", check=False)
+    assert p.returncode == 1 and "--mem 12Q" in p.stderr, p.stderr
+    fg = subprocess.Popen([VMFORK, "run", "--foreground", "--pace", PACE, "--name", "fg",
+                           "--mem", "16M", "--fill", "10"], env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    try:
+        line = fg.stdout.readline()
+        assert "fg: running in the foreground" in line, line
+        v = own_reports("fg", 2)
+        verified(v, 0, "")
+        assert v["pid"] == fg.pid, "the VM must run in the foreground process"
+        vmfork("kill", "fg")
+        assert fg.wait(timeout=30) == 0
+    finally:
+        if fg.poll() is None:
+            fg.kill()
+            fg.wait()
+
+
 @ktap.test("kill --all: no VM process, socket or lock is left")
 def _():
     pids = [v["pid"] for v in ls().values()]
