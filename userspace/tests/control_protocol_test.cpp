@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "thrown_errno.h"
 #include "vmfork/unique_fd.h"
 
 namespace vmfork::control {
@@ -20,25 +21,6 @@ namespace {
 
 using Bytes = std::vector<std::uint8_t>;
 using namespace std::chrono_literals;
-
-// The errno of the ProtocolError f throws, or -1 if it throws none.
-int protocol_errno(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const ProtocolError& e) {
-        return e.err();
-    }
-    return -1;
-}
-
-int request_errno(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const RequestError& e) {
-        return e.err();
-    }
-    return -1;
-}
 
 std::string request_error_text(const std::function<void()>& f) {
     try {
@@ -51,7 +33,7 @@ std::string request_error_text(const std::function<void()>& f) {
 
 // The errno of decoding bytes in one feed.
 int decode_errno(const Bytes& bytes) {
-    return protocol_errno([&] {
+    return thrown_errno<ProtocolError>([&] {
         Decoder decoder;
         decoder.feed(bytes);
         static_cast<void>(decoder.next());
@@ -225,17 +207,23 @@ TEST(ControlProtocol, RejectsDeepNesting) {
 }
 
 TEST(ControlProtocol, EncodeRejectsBadBodies) {
-    EXPECT_EQ(protocol_errno([] { encode(Message{MessageType::Request, Json::array()}); }), EPROTO);
-    EXPECT_EQ(protocol_errno([] { encode(Message{MessageType::Request, Json(5)}); }), EPROTO);
-    EXPECT_EQ(protocol_errno([] {
+    EXPECT_EQ(thrown_errno<ProtocolError>([] {
+                  encode(Message{MessageType::Request, Json::array()});
+              }),
+              EPROTO);
+    EXPECT_EQ(thrown_errno<ProtocolError>([] {
+                  encode(Message{MessageType::Request, Json(5)});
+              }),
+              EPROTO);
+    EXPECT_EQ(thrown_errno<ProtocolError>([] {
                   encode(Message{MessageType::Request, Json{{"s", std::string("\xff")}}});
               }),
               EPROTO);
-    EXPECT_EQ(protocol_errno([] {
+    EXPECT_EQ(thrown_errno<ProtocolError>([] {
                   encode(Message{MessageType::Request, Json{{"s", std::string(max_payload, 'x')}}});
               }),
               EMSGSIZE);
-    EXPECT_EQ(protocol_errno([] {
+    EXPECT_EQ(thrown_errno<ProtocolError>([] {
                   encode(Message{static_cast<MessageType>(7), Json::object()});
               }),
               EPROTO);
@@ -270,7 +258,8 @@ TEST(ControlProtocol, TruncatedStreamIsConnectionReset) {
         SocketPair sp = socket_pair();
         write_all(sp.a.get(), Bytes(bytes.begin(), bytes.begin() + static_cast<long>(half)));
         sp.a.reset();
-        EXPECT_EQ(protocol_errno([&] { receive_message(sp.b.get(), in(1s)); }), ECONNRESET)
+        EXPECT_EQ(thrown_errno<ProtocolError>([&] { receive_message(sp.b.get(), in(1s)); }),
+                  ECONNRESET)
             << "after " << half << " bytes";
     }
 }
@@ -278,27 +267,29 @@ TEST(ControlProtocol, TruncatedStreamIsConnectionReset) {
 TEST(ControlProtocol, EofAtMessageBoundaryIsConnectionReset) {
     SocketPair sp = socket_pair();
     sp.a.reset();
-    EXPECT_EQ(protocol_errno([&] { receive_message(sp.b.get(), in(1s)); }), ECONNRESET);
+    EXPECT_EQ(thrown_errno<ProtocolError>([&] { receive_message(sp.b.get(), in(1s)); }),
+              ECONNRESET);
 }
 
 TEST(ControlProtocol, ReceiveRejectsOversizedHeaderWithoutPayload) {
     const SocketPair sp = socket_pair();
     write_all(sp.a.get(), frame("", max_payload + 1));
     // The payload never comes: the error must come from the header, not a timeout.
-    EXPECT_EQ(protocol_errno([&] { receive_message(sp.b.get(), in(5s)); }), EMSGSIZE);
+    EXPECT_EQ(thrown_errno<ProtocolError>([&] { receive_message(sp.b.get(), in(5s)); }), EMSGSIZE);
 }
 
 TEST(ControlProtocol, ReceiveRejectsGarbage) {
     const SocketPair sp = socket_pair();
     const std::string garbage = "GET / HTTP/1.1\r\n\r\n";
     write_all(sp.a.get(), Bytes(garbage.begin(), garbage.end()));
-    EXPECT_EQ(protocol_errno([&] { receive_message(sp.b.get(), in(5s)); }), EPROTO);
+    EXPECT_EQ(thrown_errno<ProtocolError>([&] { receive_message(sp.b.get(), in(5s)); }), EPROTO);
 }
 
 TEST(ControlProtocol, ReceiveTimesOut) {
     const SocketPair sp = socket_pair();
     const auto start = Clock::now();
-    EXPECT_EQ(protocol_errno([&] { receive_message(sp.b.get(), in(100ms)); }), ETIMEDOUT);
+    EXPECT_EQ(thrown_errno<ProtocolError>([&] { receive_message(sp.b.get(), in(100ms)); }),
+              ETIMEDOUT);
     const auto elapsed = Clock::now() - start;
     EXPECT_GE(elapsed, 95ms);
     EXPECT_LT(elapsed, 2s);
@@ -308,14 +299,16 @@ TEST(ControlProtocol, ReceiveTimesOutInTheMiddleOfAMessage) {
     const SocketPair sp = socket_pair();
     const Bytes bytes = encode(Message{MessageType::Request, Json{{"op", "status"}}});
     write_all(sp.a.get(), Bytes(bytes.begin(), bytes.begin() + header_size + 2));
-    EXPECT_EQ(protocol_errno([&] { receive_message(sp.b.get(), in(100ms)); }), ETIMEDOUT);
+    EXPECT_EQ(thrown_errno<ProtocolError>([&] { receive_message(sp.b.get(), in(100ms)); }),
+              ETIMEDOUT);
 }
 
 TEST(ControlProtocol, SendToAClosedPeerFailsWithoutSigpipe) {
     SocketPair sp = socket_pair();
     sp.b.reset();
     // Without MSG_NOSIGNAL this kills the test binary with SIGPIPE.
-    EXPECT_EQ(protocol_errno([&] { send_message(sp.a.get(), Message{}, in(1s)); }), EPIPE);
+    EXPECT_EQ(thrown_errno<ProtocolError>([&] { send_message(sp.a.get(), Message{}, in(1s)); }),
+              EPIPE);
 }
 
 TEST(ControlProtocol, SendTimesOutWhenThePeerDoesNotRead) {
@@ -328,7 +321,8 @@ TEST(ControlProtocol, SendTimesOutWhenThePeerDoesNotRead) {
     }
     ASSERT_EQ(errno, EAGAIN);
     ASSERT_EQ(::fcntl(sp.a.get(), F_SETFL, flags), 0);
-    EXPECT_EQ(protocol_errno([&] { send_message(sp.a.get(), Message{}, in(100ms)); }), ETIMEDOUT);
+    EXPECT_EQ(thrown_errno<ProtocolError>([&] { send_message(sp.a.get(), Message{}, in(100ms)); }),
+              ETIMEDOUT);
 }
 
 TEST(ControlRequest, ParsesOpAndArgs) {
@@ -342,18 +336,24 @@ TEST(ControlRequest, ParsesOpAndArgs) {
 }
 
 TEST(ControlRequest, ParseErrors) {
-    EXPECT_EQ(request_errno([] { Request::parse(Json::object()); }), EINVAL);
-    EXPECT_EQ(request_errno([] { Request::parse(Json::array()); }), EINVAL);
-    EXPECT_EQ(request_errno([] { Request::parse(Json{{"op", 5}}); }), EINVAL);
-    EXPECT_EQ(request_errno([] { Request::parse(Json{{"op", nullptr}}); }), EINVAL);
-    EXPECT_EQ(request_errno([] { Request::parse(Json{{"op", ""}}); }), EINVAL);
-    EXPECT_EQ(request_errno([] { Request::parse(Json{{"op", "Fork"}}); }), EINVAL);
-    EXPECT_EQ(request_errno([] { Request::parse(Json{{"op", "fork-vm"}}); }), EINVAL);
-    EXPECT_EQ(request_errno([] { Request::parse(Json{{"op", "fork1"}}); }), EINVAL);
-    EXPECT_EQ(request_errno([] { Request::parse(Json{{"op", "a b"}}); }), EINVAL);
-    EXPECT_EQ(request_errno([] { Request::parse(Json{{"op", std::string(33, 'a')}}); }), EINVAL);
-    EXPECT_EQ(request_errno([] { Request::parse(Json{{"op", "status"}, {"args", 1}}); }), EINVAL);
-    EXPECT_EQ(request_errno([] {
+    EXPECT_EQ(thrown_errno<RequestError>([] { Request::parse(Json::object()); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([] { Request::parse(Json::array()); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([] { Request::parse(Json{{"op", 5}}); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([] { Request::parse(Json{{"op", nullptr}}); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([] { Request::parse(Json{{"op", ""}}); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([] { Request::parse(Json{{"op", "Fork"}}); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([] { Request::parse(Json{{"op", "fork-vm"}}); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([] { Request::parse(Json{{"op", "fork1"}}); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([] { Request::parse(Json{{"op", "a b"}}); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([] {
+                  Request::parse(Json{{"op", std::string(33, 'a')}});
+              }),
+              EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([] {
+                  Request::parse(Json{{"op", "status"}, {"args", 1}});
+              }),
+              EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([] {
                   Request::parse(Json{{"op", "status"}, {"args", {1, 2}}});
               }),
               EINVAL);
@@ -374,14 +374,18 @@ TEST(ControlRequest, U64) {
     EXPECT_EQ(r.u64("big", 0, 0, UINT64_MAX), UINT64_MAX);
     EXPECT_EQ(request_error_text([&] { static_cast<void>(r.u64("count", 1, 6, 64)); }),
               "argument 'count' must be an integer in 6..64");
-    EXPECT_EQ(request_errno([&] { static_cast<void>(r.u64("count", 1, 1, 4)); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([&] { static_cast<void>(r.u64("count", 1, 1, 4)); }),
+              EINVAL);
     for (const char* key : {"neg", "float", "str", "bool", "null", "big"}) {
-        EXPECT_EQ(request_errno([&] { static_cast<void>(r.u64(key, 1, 0, 100)); }), EINVAL) << key;
+        EXPECT_EQ(thrown_errno<RequestError>([&] { static_cast<void>(r.u64(key, 1, 0, 100)); }),
+                  EINVAL)
+            << key;
     }
     // Built in code: an int is number_integer.
     const Request code{"x", Json{{"n", 3}, {"m", -3}}};
     EXPECT_EQ(code.u64("n", 0, 0, 10), 3U);
-    EXPECT_EQ(request_errno([&] { static_cast<void>(code.u64("m", 0, 0, 10)); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([&] { static_cast<void>(code.u64("m", 0, 0, 10)); }),
+              EINVAL);
 }
 
 TEST(ControlRequest, Boolean) {
@@ -390,8 +394,10 @@ TEST(ControlRequest, Boolean) {
     EXPECT_FALSE(r.boolean("no", true));
     EXPECT_TRUE(r.boolean("missing", true));
     EXPECT_FALSE(r.boolean("missing", false));
-    EXPECT_EQ(request_errno([&] { static_cast<void>(r.boolean("one", false)); }), EINVAL);
-    EXPECT_EQ(request_errno([&] { static_cast<void>(r.boolean("str", false)); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([&] { static_cast<void>(r.boolean("one", false)); }),
+              EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([&] { static_cast<void>(r.boolean("str", false)); }),
+              EINVAL);
 }
 
 TEST(ControlRequest, Name) {
@@ -405,7 +411,8 @@ TEST(ControlRequest, Name) {
     EXPECT_EQ(r.name("good", "fallback"), "vm-1.test_2");
     EXPECT_EQ(r.name("missing", "fallback"), "fallback");
     for (const char* key : {"slash", "dots", "dash", "empty", "long", "number"}) {
-        EXPECT_EQ(request_errno([&] { static_cast<void>(r.name(key, "x")); }), EINVAL) << key;
+        EXPECT_EQ(thrown_errno<RequestError>([&] { static_cast<void>(r.name(key, "x")); }), EINVAL)
+            << key;
     }
 }
 
@@ -415,7 +422,7 @@ TEST(ControlRequest, CheckOnly) {
     EXPECT_NO_THROW(r.check_only({"count", "name", "other"}));
     EXPECT_EQ(request_error_text([&] { r.check_only({"count"}); }),
               "unknown argument 'name' for 'fork'");
-    EXPECT_EQ(request_errno([&] { r.check_only({}); }), EINVAL);
+    EXPECT_EQ(thrown_errno<RequestError>([&] { r.check_only({}); }), EINVAL);
     const Request none{"status", Json::object()};
     EXPECT_NO_THROW(none.check_only({}));
 }

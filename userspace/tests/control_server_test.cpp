@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "thrown_errno.h"
 #include "vmfork/system_error.h"
 
 namespace vmfork::control {
@@ -48,25 +49,6 @@ Dispatcher test_dispatcher() {
         return Outcome{ok_reply(Json{{"text", std::string("\xff\xfe")}})};
     });
     return d;
-}
-
-// The errno of the SystemError f throws, or -1.
-int system_errno(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const SystemError& e) {
-        return e.error();
-    }
-    return -1;
-}
-
-int protocol_errno(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const ProtocolError& e) {
-        return e.err();
-    }
-    return -1;
 }
 
 std::vector<std::uint8_t> header_announcing(std::uint32_t length) {
@@ -192,11 +174,22 @@ TEST_F(ControlServer, UnknownOpIsEopnotsupp) {
 TEST_F(ControlServer, BadRequestsAreEinval) {
     start();
     const Client client = Client::connect(path_);
-    EXPECT_EQ(system_errno([&] { client.call("Echo", Json::object(), prompt); }), EINVAL);
-    EXPECT_EQ(system_errno([&] { client.call("echo", Json::array(), prompt); }), EINVAL);
-    EXPECT_EQ(system_errno([&] { client.call("count", Json{{"count", 0}}, prompt); }), EINVAL);
-    EXPECT_EQ(system_errno([&] { client.call("count", Json{{"count", -1}}, prompt); }), EINVAL);
-    EXPECT_EQ(system_errno([&] { client.call("count", Json{{"other", 1}}, prompt); }), EINVAL);
+    EXPECT_EQ(thrown_errno<SystemError>([&] { client.call("Echo", Json::object(), prompt); }),
+              EINVAL);
+    EXPECT_EQ(thrown_errno<SystemError>([&] { client.call("echo", Json::array(), prompt); }),
+              EINVAL);
+    EXPECT_EQ(thrown_errno<SystemError>([&] {
+                  client.call("count", Json{{"count", 0}}, prompt);
+              }),
+              EINVAL);
+    EXPECT_EQ(thrown_errno<SystemError>([&] {
+                  client.call("count", Json{{"count", -1}}, prompt);
+              }),
+              EINVAL);
+    EXPECT_EQ(thrown_errno<SystemError>([&] {
+                  client.call("count", Json{{"other", 1}}, prompt);
+              }),
+              EINVAL);
     EXPECT_EQ(client.call("count", Json{{"count", 64}}, prompt), Json({{"count", 64}}));
 }
 
@@ -219,7 +212,9 @@ TEST_F(ControlServer, HandlerExceptionsBecomeErrorReplies) {
             // The server's strerror is not repeated.
             EXPECT_EQ(std::string(e.what()), SystemError(ENOSPC, "disk full").what());
         }
-        EXPECT_EQ(system_errno([&] { client.call("bad_text", Json::object(), prompt); }), EPROTO);
+        EXPECT_EQ(
+            thrown_errno<SystemError>([&] { client.call("bad_text", Json::object(), prompt); }),
+            EPROTO);
     } // one connection at a time: close it before the next client
     expect_alive();
 }
@@ -236,8 +231,8 @@ TEST_F(ControlServer, GarbageGetsEprotoAndTheServerSurvives) {
         EXPECT_EQ(reply.body["errno"], EPROTO);
         EXPECT_TRUE(reply.body["error"].is_string());
         // Then the server hangs up.
-        const int err =
-            protocol_errno([&] { receive_message(client.fd(), Clock::now() + prompt); });
+        const int err = thrown_errno<ProtocolError>(
+            [&] { receive_message(client.fd(), Clock::now() + prompt); });
         EXPECT_EQ(err, ECONNRESET);
     }
     expect_alive();
@@ -315,7 +310,8 @@ TEST_F(ControlServer, IdleClientGetsEtimedoutAndIsDisconnected) {
         const Message reply = receive_message(client.fd(), Clock::now() + prompt);
         EXPECT_EQ(reply.body["ok"], false);
         EXPECT_EQ(reply.body["errno"], ETIMEDOUT);
-        EXPECT_EQ(protocol_errno([&] { receive_message(client.fd(), Clock::now() + prompt); }),
+        EXPECT_EQ(thrown_errno<ProtocolError>(
+                      [&] { receive_message(client.fd(), Clock::now() + prompt); }),
                   ECONNRESET);
     }
     expect_alive();
@@ -327,14 +323,16 @@ TEST_F(ControlServer, StopOpRepliesThenRunReturns) {
         const Client client = Client::connect(path_);
         EXPECT_EQ(client.call("stop", Json::object(), prompt), Json({{"bye", true}}));
         // The server closes the connection after the reply.
-        EXPECT_EQ(protocol_errno([&] { receive_message(client.fd(), Clock::now() + prompt); }),
+        EXPECT_EQ(thrown_errno<ProtocolError>(
+                      [&] { receive_message(client.fd(), Clock::now() + prompt); }),
                   ECONNRESET);
     }
     EXPECT_TRUE(run_returned());
     join();
     server_.reset();
     EXPECT_FALSE(exists(path_));
-    EXPECT_EQ(system_errno([&] { static_cast<void>(Client::connect(path_)); }), ENOENT);
+    EXPECT_EQ(thrown_errno<SystemError>([&] { static_cast<void>(Client::connect(path_)); }),
+              ENOENT);
 }
 
 TEST_F(ControlServer, StopFromAnotherThreadWhileIdle) {
@@ -364,7 +362,7 @@ TEST_F(ControlServer, StopBeforeRun) {
 
 TEST_F(ControlServer, BindFailsOnAnExistingPath) {
     start();
-    EXPECT_EQ(system_errno([&] { Server other(path_, Dispatcher{}); }), EADDRINUSE);
+    EXPECT_EQ(thrown_errno<SystemError>([&] { Server other(path_, Dispatcher{}); }), EADDRINUSE);
     // The failed server did not remove the path of the running one.
     expect_alive();
 }
@@ -378,7 +376,8 @@ TEST_F(ControlServer, PathTooLong) {
         EXPECT_EQ(e.error(), ENAMETOOLONG);
         EXPECT_NE(std::string(e.what()).find(long_path), std::string::npos) << e.what();
     }
-    EXPECT_EQ(system_errno([&] { static_cast<void>(Client::connect(long_path)); }), ENAMETOOLONG);
+    EXPECT_EQ(thrown_errno<SystemError>([&] { static_cast<void>(Client::connect(long_path)); }),
+              ENAMETOOLONG);
 }
 
 TEST_F(ControlServer, ConnectToAMissingPathIsEnoent) {
@@ -403,7 +402,8 @@ TEST_F(ControlServer, ConnectToADeadServerIsEconnrefused) {
         ASSERT_EQ(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
     } // closed without unlinking: a VMM that died
     ASSERT_TRUE(exists(path_));
-    EXPECT_EQ(system_errno([&] { static_cast<void>(Client::connect(path_)); }), ECONNREFUSED);
+    EXPECT_EQ(thrown_errno<SystemError>([&] { static_cast<void>(Client::connect(path_)); }),
+              ECONNREFUSED);
     ::unlink(path_.c_str());
 }
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "thrown_errno.h"
 #include "vmfork/system_error.h"
 
 namespace vmfork::control {
@@ -31,15 +32,6 @@ bool exists(const std::string& path) {
 void touch(const std::string& path) {
     const UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
     ASSERT_TRUE(fd) << path;
-}
-
-int system_errno(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const SystemError& e) {
-        return e.error();
-    }
-    return -1;
 }
 
 // Sets an environment variable for a scope, restoring the old value after.
@@ -104,7 +96,7 @@ TEST(RuntimeDirName, InvalidNames) {
           std::string("a b"), std::string(" a"), std::string("a\n"), std::string("caf\xc3\xa9"),
           std::string("a\0b", 3), std::string("a:b"), std::string("a*")}) {
         EXPECT_FALSE(RuntimeDir::valid_name(name)) << name;
-        EXPECT_EQ(system_errno([&] { RuntimeDir::check_name(name); }), EINVAL) << name;
+        EXPECT_EQ(thrown_errno<SystemError>([&] { RuntimeDir::check_name(name); }), EINVAL) << name;
     }
 }
 
@@ -148,8 +140,9 @@ TEST_F(RuntimeDirTest, EnsureCreatesNestedDirectories) {
 
 TEST_F(RuntimeDirTest, EnsureFailsOnAFile) {
     touch(root_ + "/file");
-    EXPECT_EQ(system_errno([&] { RuntimeDir(root_ + "/file/sub").ensure(); }), ENOTDIR);
-    EXPECT_EQ(system_errno([&] { RuntimeDir(root_ + "/file").ensure(); }), ENOTDIR);
+    EXPECT_EQ(thrown_errno<SystemError>([&] { RuntimeDir(root_ + "/file/sub").ensure(); }),
+              ENOTDIR);
+    EXPECT_EQ(thrown_errno<SystemError>([&] { RuntimeDir(root_ + "/file").ensure(); }), ENOTDIR);
 }
 
 TEST_F(RuntimeDirTest, MissingDirectoryHasNoLiveNames) {
@@ -186,7 +179,9 @@ TEST_F(RuntimeDirTest, NameLockIsExclusive) {
 }
 
 TEST_F(RuntimeDirTest, AcquireRejectsBadNames) {
-    EXPECT_EQ(system_errno([&] { static_cast<void>(NameLock::acquire(dir_, "../x")); }), EINVAL);
+    EXPECT_EQ(
+        thrown_errno<SystemError>([&] { static_cast<void>(NameLock::acquire(dir_, "../x")); }),
+        EINVAL);
     EXPECT_FALSE(exists(root_ + "/../x.lock"));
 }
 
@@ -282,7 +277,9 @@ TEST_F(RuntimeDirTest, LockHeldByAnotherProcess) {
 
     EXPECT_TRUE(dir_.in_use("child"));
     EXPECT_EQ(dir_.live_names(), Names({"child"}));
-    EXPECT_EQ(system_errno([&] { static_cast<void>(NameLock::acquire(dir_, "child")); }), EEXIST);
+    EXPECT_EQ(
+        thrown_errno<SystemError>([&] { static_cast<void>(NameLock::acquire(dir_, "child")); }),
+        EEXIST);
     EXPECT_TRUE(exists(dir_.socket_path("child")));
 
     ASSERT_EQ(::kill(pid, SIGKILL), 0);

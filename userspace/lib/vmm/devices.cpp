@@ -81,10 +81,8 @@ void ReportPort::pio_out(std::uint16_t port, std::span<const std::uint8_t> data,
             first_ = report;
         }
         ++count_;
-        if (history_ != 0 && reports_.size() >= history_) {
-            reports_.erase(reports_.begin(),
-                           reports_.begin() +
-                               static_cast<std::ptrdiff_t>(reports_.size() - history_ + 1));
+        if (history_ != 0 && reports_.size() == history_) {
+            reports_.erase(reports_.begin()); // never more than history_
         }
         reports_.push_back(report);
     }

@@ -240,8 +240,8 @@ Outcome VmmService::fork(const Request& req) {
     const auto count = req.u64("count", 1, 1, max_clones_per_request);
     const bool make_template = req.boolean("template", false);
     const std::string prefix = req.name("name_prefix", name_ + "-");
-    if (state_name() == "error" || state_name() == "stopped") {
-        throw RequestError(EIO, "VM " + name_ + " is " + state_name() + ": it cannot be forked");
+    if (const std::string state = state_name(); state == "error" || state == "stopped") {
+        throw RequestError(EIO, "VM " + name_ + " is " + state + ": it cannot be forked");
     }
 
     // Pause, capture, VM_FORK count times, resume: the parent stops for this long only.
