@@ -209,8 +209,10 @@ TEST_F(VmFork, CloneContinuesWhereTheParentStoppedAndIsIsolated) {
     EXPECT_TRUE(fork_slot.checksum == checksum_at(0, fork_slot.step) ||
                 fork_slot.checksum == checksum_at(0, fork_slot.step + 1))
         << "fork-time RAM (the checksum is stored just before its step)";
-    const std::uint64_t fork_tsc = fork.state.vcpus[0].msr(VcpuState::msr_ia32_tsc).value_or(0);
-    EXPECT_NE(fork_tsc, 0U) << "MSR_IA32_TSC must be among the saved MSRs";
+    const auto saved_tsc = fork.state.vcpus[0].msr(VcpuState::msr_ia32_tsc);
+    ASSERT_TRUE(saved_tsc.has_value()) << "MSR_IA32_TSC must be among the saved MSRs";
+    const std::uint64_t fork_tsc = *saved_tsc;
+    EXPECT_NE(fork_tsc, 0U) << "the saved MSR_IA32_TSC of a VM that ran must not be 0";
 
     const CloneIdentity identity{1, fork.memory.id()};
     auto clone = Machine::restore(*kvm_, std::move(fork.memory),
