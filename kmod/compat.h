@@ -15,4 +15,11 @@
 #define vmfork_vm_flags_clear(vma, flags)	((vma)->vm_flags &= ~(flags))
 #endif
 
+/* 6.6: a dump's parsed attributes moved into a struct genl_info. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+#define vmfork_genl_dump_attrs(cb)	(genl_info_dump(cb)->attrs)
+#else
+#define vmfork_genl_dump_attrs(cb)	(genl_dumpit_info(cb)->attrs)
+#endif
+
 #endif /* VMFORK_COMPAT_H */

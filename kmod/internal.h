@@ -9,6 +9,8 @@
 #include <linux/mutex.h>
 #include <linux/refcount.h>
 #include <linux/types.h>
+#include <linux/uidgid.h>
+#include <linux/vmfork.h>
 #include <linux/xarray.h>
 
 /*
@@ -76,5 +78,24 @@ void vmfork_mem_exit(void);
 long vmfork_mem_create(void __user *uarg);
 struct seq_file;
 void vmfork_mem_show_all(struct seq_file *m);
+
+/* One object as the netlink family reports it. */
+struct vmfork_obj_info {
+	struct vmfork_stats st;
+	pid_t creator;
+	kuid_t owner;
+};
+
+unsigned long vmfork_mem_walk(unsigned long skip, unsigned int *gen,
+			      bool (*visit)(const struct vmfork_obj_info *info,
+					    void *arg),
+			      void *arg);
+
+int vmfork_nl_init(void);
+void vmfork_nl_exit(void);
+void vmfork_nl_notify_fork(u64 parent_id, u64 child_id, u64 flags,
+			   u64 resident_pages, u64 duration_ns);
+void vmfork_nl_notify_reset(u64 id, u64 dropped_pages, u64 duration_ns);
+void vmfork_nl_notify_release(u64 id, u64 resident_pages, u64 private_pages);
 
 #endif /* VMFORK_INTERNAL_H */

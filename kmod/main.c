@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * vmfork: copy-on-write guest memory for KVM. /dev/vmfork creates memory
- * objects (mem.c) that a VMM maps as guest RAM and forks in the kernel.
+ * objects (mem.c) that a VMM maps as guest RAM and forks in the kernel; the
+ * "vmfork" generic netlink family (netlink.c) reports on them.
  */
 #include <linux/debugfs.h>
 #include <linux/fs.h>
@@ -81,9 +82,13 @@ static int __init vmfork_init(void)
 	err = vmfork_mem_init();
 	if (err)
 		return err;
-	err = misc_register(&vmfork_dev);
+	/* Before the device: objects announce their events through the family. */
+	err = vmfork_nl_init();
 	if (err)
 		goto err_mem;
+	err = misc_register(&vmfork_dev);
+	if (err)
+		goto err_nl;
 	vmfork_debugfs = debugfs_create_dir("vmfork", NULL);
 	debugfs_create_file("objects", 0400, vmfork_debugfs, NULL,
 			    &vmfork_objects_fops);
@@ -91,6 +96,8 @@ static int __init vmfork_init(void)
 			    &vmfork_counters_fops);
 	return 0;
 
+err_nl:
+	vmfork_nl_exit();
 err_mem:
 	vmfork_mem_exit();
 	return err;
@@ -100,6 +107,7 @@ static void __exit vmfork_exit(void)
 {
 	debugfs_remove_recursive(vmfork_debugfs);
 	misc_deregister(&vmfork_dev);
+	vmfork_nl_exit();
 	vmfork_mem_exit();
 	/* Every object holds a module reference: nothing can be left. */
 	WARN(atomic_long_read(&vmfork_nr_objects) ||

@@ -23,6 +23,7 @@
  * PTE insert; a fork for a zap of the parent's private pages.
  */
 #include <linux/anon_inodes.h>
+#include <linux/cred.h>
 #include <linux/debugfs.h>
 #include <linux/file.h>
 #include <linux/fs.h>
@@ -59,7 +60,8 @@ struct vmfork_mem {
 	u64 id;
 	u64 parent_id;
 	u64 depth;
-	pid_t creator;
+	pid_t creator;			/* tgid of the creating task */
+	kuid_t owner;			/* its effective uid: see netlink.c */
 	loff_t size;
 	pgoff_t npages;
 	u64 cow_breaks;
@@ -74,6 +76,8 @@ atomic_long_t vmfork_nr_objects = ATOMIC_LONG_INIT(0);
 LIST_HEAD(vmfork_objects);
 /* Protects vmfork_objects; taken before any mem->lock (debugfs walks both). */
 DEFINE_MUTEX(vmfork_objects_lock);
+/* Bumped on every change of vmfork_objects: a netlink dump that spans one is flagged. */
+static unsigned int vmfork_objects_gen;
 
 static atomic64_t vmfork_next_id = ATOMIC64_INIT(0);
 static struct vfsmount *vmfork_mnt;
@@ -97,6 +101,7 @@ static struct vmfork_mem *vmfork_mem_alloc(loff_t size)
 	INIT_LIST_HEAD(&mem->node);
 	mem->id = atomic64_inc_return(&vmfork_next_id);
 	mem->creator = task_tgid_nr(current);
+	mem->owner = current_euid();
 	mem->size = size;
 	mem->npages = size >> PAGE_SHIFT;
 	atomic_long_inc(&vmfork_nr_objects);
@@ -531,6 +536,7 @@ static void vmfork_mem_publish(struct vmfork_mem *mem)
 {
 	mutex_lock(&vmfork_objects_lock);
 	list_add_tail(&mem->node, &vmfork_objects);
+	vmfork_objects_gen++;
 	mutex_unlock(&vmfork_objects_lock);
 }
 
@@ -572,7 +578,7 @@ static long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg)
 	struct vmfork_layer *spare, *base;
 	struct vmfork_mem *child;
 	struct vmfork_fork arg;
-	u64 start, resident;
+	u64 start, resident, duration;
 	struct file *file;
 	int fd;
 
@@ -618,10 +624,12 @@ static long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg)
 	parent->forks++;
 	resident = vmfork_layer_visible(parent->top);
 	mutex_unlock(&parent->lock);
-	trace_vmfork_fork(parent->id, child->id, resident,
-			  ktime_get_ns() - start, arg.flags);
+	duration = ktime_get_ns() - start;
+	trace_vmfork_fork(parent->id, child->id, resident, duration, arg.flags);
 
 	vmfork_mem_publish(child);
+	vmfork_nl_notify_fork(parent->id, child->id, arg.flags, resident,
+			      duration);
 	fd_install(fd, file);
 out:
 	vmfork_layer_put(spare);
@@ -631,8 +639,8 @@ out:
 static long vmfork_mem_reset(struct vmfork_mem *mem, unsigned long flags)
 {
 	struct vmfork_layer *top, *fresh = NULL;
-	unsigned long dropped;
-	u64 start = ktime_get_ns();
+	unsigned long dropped = 0;
+	u64 start = ktime_get_ns(), duration = 0;
 	long ret = 0;
 
 	if (flags)
@@ -664,10 +672,13 @@ static long vmfork_mem_reset(struct vmfork_mem *mem, unsigned long flags)
 		fresh = top;	/* released below, after the lock */
 	}
 	mem->resets++;
-	trace_vmfork_reset(mem->id, dropped, ktime_get_ns() - start);
+	duration = ktime_get_ns() - start;
+	trace_vmfork_reset(mem->id, dropped, duration);
 out:
 	mutex_unlock(&mem->lock);
 	vmfork_layer_put(fresh);
+	if (!ret)
+		vmfork_nl_notify_reset(mem->id, dropped, duration);
 	return ret;
 }
 
@@ -700,13 +711,17 @@ static long vmfork_mem_ioctl(struct file *file, unsigned int cmd,
 static int vmfork_mem_release(struct inode *inode, struct file *file)
 {
 	struct vmfork_mem *mem = file->private_data;
+	unsigned long resident, private;
 
 	mutex_lock(&vmfork_objects_lock);
 	list_del_init(&mem->node);
+	vmfork_objects_gen++;
 	mutex_unlock(&vmfork_objects_lock);
-	if (trace_vmfork_release_enabled())
-		trace_vmfork_release(mem->id, vmfork_layer_visible(mem->top),
-				     mem->template ? 0 : mem->top->nr_pages);
+	/* The last reference: nothing else can reach @mem, no lock needed. */
+	resident = vmfork_layer_visible(mem->top);
+	private = mem->template ? 0 : mem->top->nr_pages;
+	trace_vmfork_release(mem->id, resident, private);
+	vmfork_nl_notify_release(mem->id, resident, private);
 	vmfork_mem_free(mem);
 	return 0;
 }
@@ -721,6 +736,41 @@ static const struct file_operations vmfork_mem_fops = {
 	.unlocked_ioctl	= vmfork_mem_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
 };
+
+/*
+ * Calls @visit for the live objects in list order, from the one at index
+ * @skip, until it returns false; returns the index of the object it refused
+ * (or the count of objects). @gen is set to the list's generation. @visit
+ * runs under vmfork_objects_lock, not under the object's lock.
+ */
+unsigned long vmfork_mem_walk(unsigned long skip, unsigned int *gen,
+			      bool (*visit)(const struct vmfork_obj_info *info,
+					    void *arg),
+			      void *arg)
+{
+	struct vmfork_obj_info info;
+	struct vmfork_mem *mem;
+	unsigned long idx = 0;
+
+	mutex_lock(&vmfork_objects_lock);
+	*gen = vmfork_objects_gen;
+	list_for_each_entry(mem, &vmfork_objects, node) {
+		if (idx < skip) {
+			idx++;
+			continue;
+		}
+		mutex_lock(&mem->lock);
+		vmfork_mem_stats(mem, &info.st);
+		mutex_unlock(&mem->lock);
+		info.creator = mem->creator;
+		info.owner = mem->owner;
+		if (!visit(&info, arg))
+			break;
+		idx++;
+	}
+	mutex_unlock(&vmfork_objects_lock);
+	return idx;
+}
 
 void vmfork_mem_show_all(struct seq_file *m)
 {

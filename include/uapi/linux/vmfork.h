@@ -108,4 +108,78 @@ struct vmfork_stats {
 #define VMFORK_RESET		_IO(VMFORK_IO, 0x03)
 #define VMFORK_GET_STATS	_IOR(VMFORK_IO, 0x04, struct vmfork_stats)
 
+/*
+ * Generic netlink family VMFORK_GENL_NAME (initial network namespace only).
+ *
+ * VMFORK_CMD_GET_STATS
+ *   doit with VMFORK_A_ID: one message for that object, -ENOENT when there
+ *   is none the caller may see, -EINVAL (with an extended ack) when the
+ *   attribute is missing or zero. Dump: one message per object the caller
+ *   may see; with VMFORK_A_ID, that object only. Each message carries
+ *   VMFORK_A_ID, _PARENT_ID, _CREATOR_PID, _DEPTH, _SIZE, _RESIDENT_PAGES,
+ *   _SHARED_PAGES, _PRIVATE_PAGES, _COW_BREAKS, _FORKS, _RESETS, _FLAGS
+ *   (VMFORK_STATS_*) and _CHAIN_LENGTH, the figures of VMFORK_GET_STATS.
+ * VMFORK_CMD_GET_COUNTERS
+ *   doit, no attributes: what the module holds in all, VMFORK_A_OBJECTS,
+ *   _LAYERS and _PAGES (4 KiB pages, each counted once however many
+ *   objects share it).
+ *
+ * Who sees what: a caller with CAP_SYS_ADMIN sees every object; any other
+ * caller sees the objects created by tasks of its own effective uid.
+ * GET_COUNTERS names no object and is open to all.
+ *
+ * Multicast group VMFORK_GENL_MCGRP_EVENTS (binding needs CAP_SYS_ADMIN: it
+ * announces the objects of every user), one message per event:
+ *   VMFORK_CMD_EVENT_FORK     _ID (the parent), _CHILD_ID, _CREATOR_PID (the
+ *                             forking task), _FLAGS (VMFORK_FORK_*),
+ *                             _RESIDENT_PAGES (the parent's), _DURATION_NS
+ *   VMFORK_CMD_EVENT_RESET    _ID, _DROPPED_PAGES, _DURATION_NS
+ *   VMFORK_CMD_EVENT_RELEASE  _ID, _RESIDENT_PAGES, _PRIVATE_PAGES
+ * Only the kernel sends events: a request with an event command gets
+ * -EOPNOTSUPP. Every u64 attribute is NLA_U64, aligned with VMFORK_A_PAD;
+ * pids are u32, in the initial pid namespace.
+ */
+#define VMFORK_GENL_NAME		"vmfork"
+#define VMFORK_GENL_VERSION		1
+#define VMFORK_GENL_MCGRP_EVENTS	"events"
+
+enum vmfork_genl_cmd {
+	VMFORK_CMD_UNSPEC,
+	VMFORK_CMD_GET_STATS,
+	VMFORK_CMD_GET_COUNTERS,
+	VMFORK_CMD_EVENT_FORK,
+	VMFORK_CMD_EVENT_RESET,
+	VMFORK_CMD_EVENT_RELEASE,
+
+	__VMFORK_CMD_MAX,
+	VMFORK_CMD_MAX = __VMFORK_CMD_MAX - 1
+};
+
+enum vmfork_genl_attr {
+	VMFORK_A_UNSPEC,
+	VMFORK_A_ID,			/* u64 */
+	VMFORK_A_PAD,
+	VMFORK_A_PARENT_ID,		/* u64 */
+	VMFORK_A_CREATOR_PID,		/* u32 */
+	VMFORK_A_DEPTH,			/* u64 */
+	VMFORK_A_SIZE,			/* u64, bytes */
+	VMFORK_A_RESIDENT_PAGES,	/* u64 */
+	VMFORK_A_SHARED_PAGES,		/* u64 */
+	VMFORK_A_PRIVATE_PAGES,		/* u64 */
+	VMFORK_A_COW_BREAKS,		/* u64 */
+	VMFORK_A_FORKS,			/* u64 */
+	VMFORK_A_RESETS,		/* u64 */
+	VMFORK_A_FLAGS,			/* u64 */
+	VMFORK_A_CHAIN_LENGTH,		/* u64 */
+	VMFORK_A_CHILD_ID,		/* u64 */
+	VMFORK_A_DURATION_NS,		/* u64 */
+	VMFORK_A_DROPPED_PAGES,		/* u64 */
+	VMFORK_A_OBJECTS,		/* u64 */
+	VMFORK_A_LAYERS,		/* u64 */
+	VMFORK_A_PAGES,			/* u64 */
+
+	__VMFORK_A_MAX,
+	VMFORK_A_MAX = __VMFORK_A_MAX - 1
+};
+
 #endif /* _UAPI_LINUX_VMFORK_H */
