@@ -11,10 +11,13 @@
  * C is the sum of VMFORK_GET_STATS cow_breaks over every object, read just
  * before each is closed, so a tool that counts vmfork_cow events must match it.
  *
- * Usage: trace_workload [FORKS [WRITES [DELAY_MS]]]   (default: 20 50 50)
+ * Usage: trace_workload [FORKS [WRITES [DELAY_MS [hold]]]]   (default: 20 50 50)
  * DELAY_MS between rounds spreads the events over time for per-second views.
+ * With "hold", every object stays open after the line is printed, until a line
+ * (or EOF) on standard input: the netlink dump can then be compared with it.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,12 +61,19 @@ int main(int argc, char **argv)
 	unsigned long delay_ms = argc > 3 ? strtoul(argv[3], NULL, 0) : 50;
 	struct vmfork_create_mem create = { .size = SIZE };
 	struct timespec delay = { delay_ms / 1000, (delay_ms % 1000) * 1000000 };
+	bool hold = argc > 4 && !strcmp(argv[4], "hold");
 	uint64_t cows = 0, resets = 0;
+	int *held = NULL;
 	int dev, mem;
 	char *p;
 
 	if (writes > SIZE / PAGE)
 		writes = SIZE / PAGE;
+	if (hold) {
+		held = calloc(forks ? forks : 1, sizeof(*held));
+		if (!held)
+			die("calloc");
+	}
 	dev = open("/dev/vmfork", O_RDWR | O_CLOEXEC);
 	if (dev < 0)
 		die("/dev/vmfork");
@@ -90,17 +100,33 @@ int main(int argc, char **argv)
 		if (ioctl(child, VMFORK_RESET, 0) < 0)
 			die("VMFORK_RESET");
 		resets++;
-		cows += cow_breaks(child);
 		munmap(c, SIZE);
-		close(child);
+		if (hold) {
+			held[i] = child;
+		} else {
+			cows += cow_breaks(child);
+			close(child);
+		}
 		if (delay_ms)
 			nanosleep(&delay, NULL);
 	}
 	cows += cow_breaks(mem);
+	for (unsigned long i = 0; hold && i < forks; i++)
+		cows += cow_breaks(held[i]);
+	printf("forks=%lu cow_breaks=%llu resets=%llu\n", forks, (unsigned long long)cows,
+	       (unsigned long long)resets);
+	if (hold) {
+		char line[16];
+
+		fflush(stdout);
+		if (!fgets(line, sizeof(line), stdin) && ferror(stdin))
+			die("stdin");
+		for (unsigned long i = 0; i < forks; i++)
+			close(held[i]);
+		free(held);
+	}
 	munmap(p, SIZE);
 	close(mem);
 	close(dev);
-	printf("forks=%lu cow_breaks=%llu resets=%llu\n", forks, (unsigned long long)cows,
-	       (unsigned long long)resets);
 	return 0;
 }
