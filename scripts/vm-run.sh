@@ -31,6 +31,8 @@ Options:
   --no-module     do not load (or require) vmfork.ko
   --shell         interactive shell on the console instead of CMD
   --log FILE      keep the console log in FILE (default build/vm-logs/<time>-<release>.log)
+  --share DIR     mount the host directory DIR (created if missing) read-write at the
+                  same path in the guest: what CMD writes there persists (make bench)
   -h, --help      this text
 
 QEMU runs single-threaded TCG (VMFORK_TCG_THREAD=single, the default): multi-threaded
@@ -64,6 +66,7 @@ load_module=1
 shell=0
 log=
 leak_check=0
+share=
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -75,6 +78,7 @@ while [ $# -gt 0 ]; do
 	--leak-check) leak_check=1; shift ;;
 	--shell) shell=1; shift ;;
 	--log) log=${2:?--log needs a value}; shift 2 ;;
+	--share) share=${2:?--share needs a value}; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	--) shift; break ;;
 	*) usage >&2; exit 2 ;;
@@ -87,6 +91,11 @@ if [ "$shell" = 0 ] && [ $# -eq 0 ]; then
 fi
 [[ "$timeout_secs" =~ ^[0-9]+$ ]] && [ "$timeout_secs" -gt 0 ] || die "bad --timeout '$timeout_secs'"
 [[ "$cpus" =~ ^[0-9]+$ ]] || die "bad --cpus '$cpus'"
+if [ -n "$share" ]; then
+	mkdir -p "$share" || die "cannot create --share $share"
+	share=$(cd "$share" && pwd -P)
+	[ "$share" != / ] || die "--share / would make the whole host writable"
+fi
 
 # --- the kernel ----------------------------------------------------------------------
 
@@ -319,8 +328,8 @@ guest_timeout=$timeout_secs
 
 {
 	echo "#!/bin/bash"
-	printf 'RELEASE=%q KO=%q SHELL_MODE=%q TIMEOUT=%q WORKDIR=%q LEAK_CHECK=%q\n' \
-		"$release" "$ko" "$shell" "$guest_timeout" "$PWD" "$leak_check"
+	printf 'RELEASE=%q KO=%q SHELL_MODE=%q TIMEOUT=%q WORKDIR=%q LEAK_CHECK=%q SHARE=%q\n' \
+		"$release" "$ko" "$shell" "$guest_timeout" "$PWD" "$leak_check" "$share"
 	cat <<'GUEST'
 # Stage 2, PID 1 on the overlay root (pseudo filesystems mounted by stage 1): load kvm,
 # kvm_amd and vmfork.ko, run the command, unload vmfork.ko, report, power off.
@@ -331,6 +340,12 @@ say() { echo "vmfork-guest: [$(cut -d' ' -f1 /proc/uptime)] $*"; }
 status() { echo "$*" >>$R/status; say "$*"; }
 
 ip link set lo up 2>/dev/null
+# --share: the host directory, writable, at the same path (over the overlay's view).
+if [ -n "$SHARE" ]; then
+	mkdir -p "$SHARE" &&
+		mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vmshare "$SHARE" ||
+		status "cannot mount the --share directory $SHARE (9p tag vmshare)"
+fi
 
 say "stage 2 started"
 rc=125
@@ -416,6 +431,8 @@ qemu=(
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
 	-virtfs "local,path=$run,mount_tag=vmrun,security_model=none,multidevs=remap"
 )
+[ -z "$share" ] ||
+	qemu+=(-virtfs "local,path=$share,mount_tag=vmshare,security_model=none,multidevs=remap")
 [ ! -r /usr/share/qemu/qboot.rom ] || qemu+=(-bios /usr/share/qemu/qboot.rom)
 
 start=$(date +%s.%N)

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fmt/format.h>
 
+#include "bench.h"
 #include "cli.h"
 #include "vmfork/control/protocol.h"
 #include "vmfork/system_error.h"
@@ -105,6 +106,9 @@ int run_cli(int argc, char** argv) {
         ->capture_default_str();
     demo_cmd->add_flag("--keep", demo.keep, "leave the VMs running at the end");
 
+    BenchOptions bench;
+    auto* bench_cmd = add_bench_command(app, bench);
+
     CLI11_PARSE(app, argc, argv);
     g.timeout = std::chrono::seconds(timeout_s);
 
@@ -132,6 +136,9 @@ int run_cli(int argc, char** argv) {
         }
         if (*demo_cmd) {
             return cmd_demo(g, demo);
+        }
+        if (*bench_cmd) {
+            return cmd_bench(g, bench);
         }
     } catch (const CliError& e) {
         fmt::print(stderr, "vmfork: {}\n", e.what());

@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 
 #include "guest_abi.h"
 #include "vmfork/device.h"
@@ -44,7 +45,7 @@ std::vector<kvm_cpuid_entry2> cpuid_for(const Kvm& kvm, unsigned id) {
 
 } // namespace
 
-Machine::Machine(Key /*key*/, const Kvm& kvm, MemoryObject memory, unsigned cpus,
+Machine::Machine(Key /*key*/, const Kvm& kvm, GuestMemory memory, unsigned cpus,
                  const MachineConfig& config)
     : kvm_(kvm), memory_(std::make_unique<GuestMemory>(std::move(memory))),
       serial_(std::make_unique<SerialPort>(open_serial(config.serial_path))),
@@ -61,7 +62,9 @@ Machine::Machine(Key /*key*/, const Kvm& kvm, MemoryObject memory, unsigned cpus
     vm_.set_identity_map_addr(identity_map_addr);
     vm_.create_irqchip();
     vm_.create_pit2();
-    memory_->attach(vm_);
+    if (memory_->size() != 0) {
+        memory_->attach(vm_);
+    }
     bus_.add(SerialPort::base, SerialPort::len, serial_.get());
     bus_.add(ReportPort::base, ReportPort::len, report_.get());
     for (unsigned i = 0; i < cpus; ++i) {
@@ -82,7 +85,8 @@ std::unique_ptr<Machine> Machine::boot(const Kvm& kvm, const Device& device,
 
 std::unique_ptr<Machine> Machine::boot(const Kvm& kvm, MemoryObject memory,
                                        const MachineConfig& config, BootLoader& loader) {
-    auto m = std::make_unique<Machine>(Key{}, kvm, std::move(memory), config.cpus, config);
+    auto m =
+        std::make_unique<Machine>(Key{}, kvm, GuestMemory(std::move(memory)), config.cpus, config);
     for (const auto& vcpu : m->vcpus_) {
         vcpu->set_cpuid(cpuid_for(kvm, vcpu->id()));
     }
@@ -100,12 +104,54 @@ std::unique_ptr<Machine> Machine::restore(const Kvm& kvm, MemoryObject memory, c
                                       " bytes of RAM, the memory object has " +
                                       std::to_string(memory.size()));
     }
+    return restore(kvm, GuestMemory(std::move(memory)), state, identity, config);
+}
+
+std::unique_ptr<Machine> Machine::restore(const Kvm& kvm, GuestMemory memory, const VmState& state,
+                                          const CloneIdentity& identity,
+                                          const MachineConfig& config) {
+    if (state.mem_size != memory.size()) {
+        throw SystemError(EINVAL, "the state is of a VM with " + std::to_string(state.mem_size) +
+                                      " bytes of RAM, the guest memory has " +
+                                      std::to_string(memory.size()));
+    }
     auto m = std::make_unique<Machine>(Key{}, kvm, std::move(memory),
                                        static_cast<unsigned>(state.vcpus.size()), config);
     restore_vm(m->vm_, m->vcpu_ptrs(), state);
     m->set_identity(identity);
     m->start(false);
     return m;
+}
+
+std::unique_ptr<Machine> Machine::prepare(const Kvm& kvm, unsigned cpus,
+                                          const MachineConfig& config) {
+    return std::make_unique<Machine>(Key{}, kvm, GuestMemory(), cpus, config);
+}
+
+void Machine::start_clone(GuestMemory memory, const VmState& state, const CloneIdentity& identity) {
+    if (!runners_.empty() || memory_->size() != 0) {
+        throw SystemError(EBUSY, "start_clone() on a machine that already has RAM");
+    }
+    if (state.vcpus.size() != vcpus_.size() || state.mem_size != memory.size()) {
+        throw SystemError(EINVAL, "start_clone() with the state of a different VM");
+    }
+    // Moved into the same GuestMemory the report port refers to.
+    *memory_ = std::move(memory);
+    memory_->attach(vm_);
+    restore_vm(vm_, vcpu_ptrs(), state);
+    set_identity(identity);
+    start(false);
+}
+
+void Machine::kick() const {
+    for (const auto& vcpu : vcpus_) {
+        kvm_msi msi{};
+        msi.address_lo = 0xfee00000U | (vcpu->id() << 12); // physical destination: APIC ID
+        msi.data = VMFORK_GUEST_TIMER_VECTOR;              // fixed delivery, edge
+        if (::ioctl(vm_.fd(), KVM_SIGNAL_MSI, &msi) < 0) {
+            throw SystemError::from_errno("KVM_SIGNAL_MSI");
+        }
+    }
 }
 
 void Machine::start(bool paused) {

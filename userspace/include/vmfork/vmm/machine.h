@@ -27,8 +27,9 @@ struct MachineConfig {
     ReportPort::Listener on_report;    // called on each report, in the vCPU's thread
 };
 
-// One VM in this process: guest memory on a vmfork object, in-kernel irqchip and PIT,
-// the devices, one VcpuRunner per vCPU. Holds a reference to kvm: keep it alive.
+// One VM in this process: guest memory (a vmfork object, or plain memory for the
+// benchmark's baselines), in-kernel irqchip and PIT, the devices, one VcpuRunner per
+// vCPU. Holds a reference to kvm: keep it alive.
 class Machine {
     struct Key {
         explicit Key() = default;
@@ -48,9 +49,21 @@ public:
     static std::unique_ptr<Machine> restore(const Kvm& kvm, MemoryObject memory,
                                             const VmState& state, const CloneIdentity& identity,
                                             const MachineConfig& config = {});
+    // The same on any guest RAM (plain memory: fork(), reset_to() and boot's identity
+    // need a vmfork object and throw EINVAL without one).
+    static std::unique_ptr<Machine> restore(const Kvm& kvm, GuestMemory memory,
+                                            const VmState& state, const CloneIdentity& identity,
+                                            const MachineConfig& config = {});
+    // A warm machine: the VM, irqchip, PIT and cpus vCPUs made ahead, no RAM, nothing
+    // running; start_clone() turns it into a clone. Of config as for restore().
+    static std::unique_ptr<Machine> prepare(const Kvm& kvm, unsigned cpus,
+                                            const MachineConfig& config = {});
+    // Only on a prepared machine, once: attach memory, restore state (of as many vCPUs),
+    // write identity, run.
+    void start_clone(GuestMemory memory, const VmState& state, const CloneIdentity& identity);
 
     // For boot() and restore() only: Key is private.
-    Machine(Key key, const Kvm& kvm, MemoryObject memory, unsigned cpus,
+    Machine(Key key, const Kvm& kvm, GuestMemory memory, unsigned cpus,
             const MachineConfig& config);
     ~Machine();
     Machine(const Machine&) = delete;
@@ -77,6 +90,11 @@ public:
     // resume. Throws if the memory object is not a fork child (the VM runs on as it
     // was); a failure after the reset leaves it paused.
     void reset_to(const VmState& state, const CloneIdentity& identity);
+
+    // Sends each vCPU the built-in guest's timer vector as an MSI: a guest halted
+    // until its next (paced) tick runs at once. The benchmark uses it so that a clone's
+    // first report does not wait for up to a pace period.
+    void kick() const;
 
     void set_identity(const CloneIdentity& identity) const;
     [[nodiscard]] CloneIdentity identity() const;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -13,17 +14,28 @@ namespace vmfork {
 
 class Vm;
 
-// Guest RAM: one vmfork object, mmap'd MAP_SHARED, at guest-physical 0 in memslot 0.
+// Guest RAM at guest-physical 0 in memslot 0. Usually one vmfork object, mmap'd
+// MAP_SHARED; for the baselines of `vmfork bench` also plain memory: an anonymous or
+// memfd mapping this owns, or memory the caller keeps mapped (borrow()).
 class GuestMemory {
 public:
+    // No RAM yet (a machine made ahead of its memory); move RAM in before attach().
+    GuestMemory() noexcept = default;
     explicit GuestMemory(MemoryObject object);
+    // Plain memory: the whole mapping is guest RAM (a multiple of 4 KiB).
+    explicit GuestMemory(Mapping mapping);
+    // Plain memory at [addr, addr + size) that the caller keeps mapped for as long as
+    // this lives (e.g. the inherited RAM of a fork()ed process).
+    static GuestMemory borrow(std::byte* addr, std::uint64_t size) noexcept;
 
-    // KVM_SET_USER_MEMORY_REGION: slot 0, gpa 0, the whole object.
+    // KVM_SET_USER_MEMORY_REGION: slot 0, gpa 0, all of RAM.
     void attach(const Vm& vm) const;
 
-    [[nodiscard]] std::uint64_t size() const noexcept { return object_.size(); }
-    [[nodiscard]] MemoryObject& object() noexcept { return object_; }
-    [[nodiscard]] const MemoryObject& object() const noexcept { return object_; }
+    [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
+    [[nodiscard]] bool has_object() const noexcept { return object_.has_value(); }
+    // The vmfork object; throws SystemError(EINVAL) for plain memory.
+    [[nodiscard]] MemoryObject& object();
+    [[nodiscard]] const MemoryObject& object() const;
 
     // Host pointer to [gpa, gpa + len); throws std::out_of_range outside RAM.
     [[nodiscard]] std::byte* at(std::uint64_t gpa, std::uint64_t len) const;
@@ -37,8 +49,10 @@ public:
     }
 
 private:
-    MemoryObject object_;
-    Mapping map_;
+    std::optional<MemoryObject> object_;
+    Mapping map_;               // empty when borrowed
+    std::byte* base_ = nullptr; // map_.data() or the borrowed address
+    std::uint64_t size_ = 0;
 };
 
 } // namespace vmfork
