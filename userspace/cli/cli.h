@@ -42,6 +42,13 @@ struct ForkOptions {
     bool json = false;
 };
 
+struct StatsOptions {
+    std::string name; // empty: every object
+    bool json = false;
+    unsigned watch_s = 0; // 0: once
+    unsigned count = 0;   // with watch_s: samples to print, 0: until Ctrl-C
+};
+
 struct DemoOptions {
     std::string mem = "256M";
     unsigned clones = 32;
@@ -58,7 +65,7 @@ struct Globals {
 int cmd_run(const Globals& g, const RunOptions& o);
 int cmd_fork(const Globals& g, const ForkOptions& o);
 int cmd_ls(const Globals& g, bool json_out);
-int cmd_stats(const Globals& g, const std::string& name, bool json_out);
+int cmd_stats(const Globals& g, const StatsOptions& o);
 int cmd_reset(const Globals& g, const std::string& name);
 int cmd_kill(const Globals& g, const std::vector<std::string>& names, bool all);
 int cmd_console(const Globals& g, const std::string& name, bool follow);
@@ -84,7 +91,7 @@ void kill_vm(const control::RuntimeDir& dir, const std::string& name,
              std::chrono::milliseconds timeout);
 // Info of every live VM (those that do not answer are skipped).
 std::vector<json> all_info(const control::RuntimeDir& dir);
-// Pages the module holds in all (debugfs vmfork/counters), or -1 if unreadable.
+// Pages the module holds in all (netlink GET_COUNTERS), or -1 if unreadable.
 long module_pages();
 
 std::string human_bytes(double bytes);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-// vmfork run, fork, ls, stats, reset, kill, console.
+// vmfork run, fork, ls, reset, kill, console.
 #include <array>
 #include <csignal>
 #include <fcntl.h>
@@ -102,62 +102,6 @@ int cmd_ls(const Globals& /*g*/, bool json_out) {
         return 0;
     }
     print_table(rows);
-    return 0;
-}
-
-int cmd_stats(const Globals& g, const std::string& name, bool json_out) {
-    const auto dir = runtime_dir();
-    std::vector<json> vms;
-    if (!name.empty()) {
-        vms.push_back(call(dir, name, "info", json::object(), g.timeout));
-    } else {
-        vms = all_info(dir);
-    }
-    std::uint64_t guest = 0;
-    std::uint64_t priv = 0;
-    std::uint64_t cow = 0;
-    for (const auto& v : vms) {
-        guest += v.at("mem_size").get<std::uint64_t>();
-        priv += page_bytes(v, "private_pages");
-        cow += v.at("memory").at("cow_breaks").get<std::uint64_t>();
-    }
-    const long pages = module_pages();
-    json total = {
-        {"vms", vms.size()}, {"guest_bytes", guest}, {"private_bytes", priv}, {"cow_breaks", cow}};
-    if (pages >= 0) {
-        total["module_bytes"] = static_cast<std::uint64_t>(pages) * 4096;
-    }
-    if (json_out) {
-        fmt::print("{}\n", json{{"vms", vms}, {"total", total}}.dump(2));
-        return 0;
-    }
-    std::vector<std::vector<std::string>> rows = {{"NAME", "OBJECT", "PARENT", "DEPTH", "SIZE",
-                                                   "RESIDENT", "SHARED", "PRIVATE", "SHARED%",
-                                                   "COW", "FORKS", "RESETS"}};
-    for (const auto& v : vms) {
-        const auto& m = v.at("memory");
-        rows.push_back({v.at("name").get<std::string>(),
-                        std::to_string(m.at("id").get<std::uint64_t>()),
-                        dash(v.at("parent").get<std::string>()),
-                        std::to_string(m.at("depth").get<std::uint64_t>()),
-                        human_bytes(m.at("size").get<double>()),
-                        human_bytes(static_cast<double>(page_bytes(v, "resident_pages"))),
-                        human_bytes(static_cast<double>(page_bytes(v, "shared_pages"))),
-                        human_bytes(static_cast<double>(page_bytes(v, "private_pages"))),
-                        shared_percent(v), std::to_string(m.at("cow_breaks").get<std::uint64_t>()),
-                        std::to_string(m.at("forks").get<std::uint64_t>()),
-                        std::to_string(m.at("resets").get<std::uint64_t>())});
-    }
-    print_table(rows);
-    fmt::print("\n{} VMs, {} of guest RAM; {} private", vms.size(),
-               human_bytes(static_cast<double>(guest)), human_bytes(static_cast<double>(priv)));
-    if (pages >= 0) {
-        fmt::print("; the module holds {} in all ({:.1f}x less than full copies)",
-                   human_bytes(static_cast<double>(pages) * 4096),
-                   pages > 0 ? static_cast<double>(guest) / (static_cast<double>(pages) * 4096)
-                             : 0.0);
-    }
-    fmt::print("\n");
     return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "vmfork/netlink_stats.h"
 #include "vmfork/parse_size.h"
 #include "vmfork/system_error.h"
 #include "vmfork/vmm/launcher.h"
@@ -161,15 +162,11 @@ std::vector<json> all_info(const control::RuntimeDir& dir) {
 }
 
 long module_pages() {
-    std::ifstream in("/sys/kernel/debug/vmfork/counters");
-    std::string key;
-    long value = 0;
-    while (in >> key >> value) {
-        if (key == "pages") {
-            return value;
-        }
+    try {
+        return static_cast<long>(NetlinkStats().counters().pages);
+    } catch (const SystemError&) {
+        return -1;
     }
-    return -1;
 }
 
 std::string human_bytes(double bytes) {

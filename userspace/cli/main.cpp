@@ -69,11 +69,20 @@ int run_cli(int argc, char** argv) {
     auto* ls_cmd = app.add_subcommand("ls", "list the VMs");
     ls_cmd->add_flag("--json", ls_json, "print as JSON");
 
-    std::string stats_name;
-    bool stats_json = false;
-    auto* stats_cmd = app.add_subcommand("stats", "memory sharing of one VM or all");
-    stats_cmd->add_option("name", stats_name, "a VM (default: all)");
-    stats_cmd->add_flag("--json", stats_json, "print as JSON");
+    StatsOptions stats;
+    auto* stats_cmd = app.add_subcommand(
+        "stats", "memory sharing per VM and for the whole tree, from the module's generic "
+                 "netlink family (root sees every object, a user only its own)");
+    stats_cmd->add_option("name", stats.name, "a VM (default: every memory object)");
+    stats_cmd->add_flag("--json", stats.json,
+                        "print as JSON (with --watch: one line per interval)");
+    stats_cmd
+        ->add_option("-w,--watch", stats.watch_s,
+                     "print again every SECS seconds, with COW breaks per second, "
+                     "until Ctrl-C")
+        ->check(CLI::Range(1, 3600));
+    stats_cmd->add_option("-c,--count", stats.count, "with --watch: stop after COUNT prints")
+        ->check(CLI::Range(1U, 1000000U));
 
     std::string reset_name;
     auto* reset_cmd = app.add_subcommand("reset", "take a clone back to its fork point");
@@ -123,7 +132,10 @@ int run_cli(int argc, char** argv) {
             return cmd_ls(g, ls_json);
         }
         if (*stats_cmd) {
-            return cmd_stats(g, stats_name, stats_json);
+            if (stats.count != 0 && stats.watch_s == 0) {
+                throw CliError("--count needs --watch SECS");
+            }
+            return cmd_stats(g, stats);
         }
         if (*reset_cmd) {
             return cmd_reset(g, reset_name);

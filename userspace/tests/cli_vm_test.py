@@ -160,6 +160,79 @@ def _():
             assert m["shared_pages"] > 0
 
 
+DEBUGFS_OBJECTS = "/sys/kernel/debug/vmfork/objects"
+DEBUGFS_COLUMNS = ["id", "parent", "depth", "creator", "size_kib", "resident", "shared",
+                   "private", "cow_breaks", "forks", "resets", "chain", "flags"]
+
+
+def debugfs_objects():
+    """The module's objects as debugfs prints them (a seq_file: not the netlink path)."""
+    with open(DEBUGFS_OBJECTS) as f:
+        lines = f.read().splitlines()
+    assert lines[0].split() == DEBUGFS_COLUMNS, lines[0]
+    rows = {}
+    for line in lines[1:]:
+        if line.startswith("total:"):
+            continue
+        r = dict(zip(DEBUGFS_COLUMNS, line.split()))
+        rows[int(r["id"])] = r
+    return rows
+
+
+@ktap.test("stats over netlink agrees with debugfs and names every VM's object")
+def _():
+    before = debugfs_objects()
+    s = json.loads(vmfork("stats", "--json").stdout)
+    after = debugfs_objects()
+    assert s["source"] == "netlink"
+    vm_objects = {v["memory"]["id"]: v["name"] for v in s["vms"]}
+    assert set(vm_objects.values()) == set(ls()), (vm_objects, list(ls()))
+    seen = {o["id"]: o for o in s["objects"]}
+    for oid, name in vm_objects.items():
+        assert seen[oid]["vm"] == name
+    # Every object alive across both debugfs reads is in the dump with figures between them.
+    for oid in before.keys() & after.keys():
+        o, b, a = seen[oid], before[oid], after[oid]
+        for key, col in [("parent_id", "parent"), ("depth", "depth"), ("creator_pid", "creator")]:
+            assert o[key] == int(b[col]) == int(a[col]), (oid, key)
+        assert o["size"] == int(b["size_kib"]) * 1024
+        for key, col in [("resident_pages", "resident"), ("cow_breaks", "cow_breaks"),
+                         ("forks", "forks"), ("resets", "resets")]:
+            assert int(b[col]) <= o[key] <= int(a[col]), (oid, key, b[col], o[key], a[col])
+        assert o["resident_pages"] == o["shared_pages"] + o["private_pages"]
+    t = s["total"]
+    assert t["objects"] == len(s["objects"])
+    assert t["cow_breaks"] == sum(o["cow_breaks"] for o in s["objects"])
+    # The module holds fewer pages than the VMs see: the clones share.
+    assert 0 < t["module_bytes"] < t["resident_bytes"], t
+
+
+@ktap.test("stats --watch prints one sample per interval with COW breaks per second")
+def _():
+    p = vmfork("stats", "--watch", "1", "--count", "2", "--json")
+    lines = p.stdout.splitlines()
+    assert len(lines) == 2, p.stdout
+    for line in lines:
+        j = json.loads(line)
+        assert 0.5 < j["interval_s"] < 30, j["interval_s"]
+        assert all(o["cow_per_s"] >= 0 for o in j["objects"])
+        assert j["total"]["cow_per_s"] == sum(o["cow_per_s"] for o in j["objects"])
+    table = vmfork("stats", "--watch", "1", "--count", "1").stdout
+    assert "COW/s" in table.splitlines()[1], table
+
+
+@ktap.test("stats as an unprivileged user shows none of root's objects")
+def _():
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        VMFORK, "stats", "--json"], env=ENV, capture_output=True, text=True,
+                       timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    assert "VM names not shown" in p.stderr, p.stderr  # the runtime dir is root's
+    s = json.loads(p.stdout)
+    assert s["objects"] == [] and s["vms"] == [], s
+    assert s["total"]["module_objects"] >= 6  # the totals name no object: open to all
+
+
 @ktap.test("kill stops a VM: its process exits, its files go, the others run on")
 def _():
     pid = info("t-3")["pid"]
@@ -222,6 +295,9 @@ def _():
         (("kill",), "give one or more names"),
         (("console", "nosuch"), "no console"),
         (("frobnicate",), ""),
+        (("stats", "nosuch"), "no VM named nosuch"),
+        (("stats", "--count", "2"), "--count needs --watch"),
+        (("stats", "--watch", "0"), ""),
     ]
     for args, text in cases:
         p = vmfork(*args, check=False)
