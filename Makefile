@@ -26,15 +26,11 @@ LINUX_SRC_FILES := tools/testing/selftests/kselftest_harness.h \
 	tools/testing/selftests/kselftest.h \
 	scripts/checkpatch.pl scripts/spelling.txt scripts/const_structs.checkpatch
 
-BPF_SRCS := $(wildcard bpf/*.bpf.c)
-BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(BPF_SRCS))
-VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
-
 UDEV_RULE := udev/99-vmfork.rules
 UDEV_DIR ?= /etc/udev/rules.d
 
 USERSPACE_SRCS = $(shell find userspace -name '*.cpp' -o -name '*.h' | sort)
-USERSPACE_LIB_SRCS = $(shell find userspace/lib userspace/cli -name '*.cpp' | sort)
+USERSPACE_LIB_SRCS = $(shell find userspace/lib userspace/cli userspace/trace -name '*.cpp' | sort)
 
 .PHONY: all modules modules-debug module userspace selftests bpf kselftest-headers check check-quick \
 	demo bench install clean help lint FORCE
@@ -49,7 +45,7 @@ help:
 	@echo '  modules-debug  the module for the debug kernel (builds that kernel once, ~20-30 min)'
 	@echo '  userspace      libvmfork and its unit tests (CMake, build/userspace)'
 	@echo '  selftests      kselftest binaries in build/selftests'
-	@echo '  bpf            bpf/*.bpf.c -> build/bpf/*.bpf.o'
+	@echo '  bpf            build/bin/vmfork-trace: bpf/*.bpf.c, its bpftool skeleton, the tool'
 	@echo '  check          deps, build, ctest, selftests in a VM on 6.1 and 6.12'
 	@echo '  check-quick    the same on 6.1 only'
 	@echo '  demo           in the test VM: boot a 256 MiB guest, fork 32 verified clones, report'
@@ -109,6 +105,7 @@ userspace: $(BUILD)/userspace/CMakeCache.txt
 	cmake --build $(BUILD)/userspace
 	@mkdir -p $(BUILD)/bin
 	@ln -sfn ../userspace/bin/vmfork $(BUILD)/bin/vmfork
+	@ln -sfn ../userspace/bin/vmfork-trace $(BUILD)/bin/vmfork-trace
 
 # --- selftests ------------------------------------------------------------------------
 
@@ -134,17 +131,12 @@ selftests: $(BUILD)/kselftest/.stamp
 
 # --- BPF ------------------------------------------------------------------------------
 
-bpf: $(BPF_OBJS)
-
-$(BUILD)/bpf/vmlinux.h: $(VMLINUX_BTF)
-	@mkdir -p $(@D)
-	bpftool btf dump file $< format c > $@.tmp
-	mv $@.tmp $@
-
-$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/bpf/vmlinux.h $(wildcard bpf/*.h) \
-		include/uapi/linux/vmfork.h
-	clang -g -O2 -Wall -target bpf -D__TARGET_ARCH_x86 -I$(BUILD)/bpf -Ibpf \
-		-Iinclude/uapi -c $< -o $@
+# bpf/vmfork_trace.bpf.c is built (clang -target bpf), turned into a skeleton (bpftool
+# gen skeleton) and linked into vmfork-trace by CMake (userspace/CMakeLists.txt). Fixed
+# tracepoint layouts, no vmlinux.h: the host's /sys/kernel/btf/vmlinux is not needed.
+# "bpf" is part of "userspace" (one CMake build: two builds of it at once under -j
+# would race).
+bpf: userspace
 
 # --- tests ----------------------------------------------------------------------------
 
@@ -184,6 +176,9 @@ install: module
 	@if [ -f $(BUILD)/userspace/bin/vmfork ]; then \
 		install -D -m 0755 $(BUILD)/userspace/bin/vmfork $(DESTDIR)/usr/local/bin/vmfork; \
 		echo "installed /usr/local/bin/vmfork"; fi
+	@if [ -f $(BUILD)/userspace/bin/vmfork-trace ]; then \
+		install -D -m 0755 $(BUILD)/userspace/bin/vmfork-trace $(DESTDIR)/usr/local/bin/vmfork-trace; \
+		echo "installed /usr/local/bin/vmfork-trace"; fi
 
 dkms.conf: dkms.conf.in VERSION
 	sed 's/@VERSION@/$(VERSION)/' $< > $@
