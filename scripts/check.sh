@@ -16,8 +16,9 @@ Usage: scripts/check.sh [--quick]
 Steps: scripts/deps.sh, make all, ctest (build/userspace), then for each kernel
 "scripts/vm-run.sh --kernel K -- scripts/run-selftests.sh -g build/userspace/vmfork_vm_tests
 -x userspace/tests/cli_vm_test.py -x bpf/tests/dashboards_test.py -x bpf/tests/trace_test.py
-build/selftests" (the kselftests, the VMM tests, the CLI end to end, the bpftrace dashboards
-and vmfork-trace, all of which need /dev/kvm and /dev/vmfork).
+-x bpf/tests/views_test.py build/selftests" (the kselftests, the VMM tests, the CLI end to
+end, the bpftrace dashboards, vmfork-trace, and the netlink/libbpf/bpftrace views against
+each other, all of which need /dev/kvm and /dev/vmfork).
 A step that fails without test results (build error, guest crash, kernel warning,
 module that does not unload) counts as one failed test and is named at the end.
 Skipped tests are reported, never counted as passed. Exits 1 on any failure.
@@ -101,7 +102,7 @@ for k in "${kernels[@]}"; do
 	scripts/vm-run.sh --kernel "$k" "${extra[@]}" --timeout "${CHECK_VM_TIMEOUT:-1800}" -- \
 		scripts/run-selftests.sh "${run_opts[@]}" -g build/userspace/vmfork_vm_tests \
 		-x userspace/tests/cli_vm_test.py -x bpf/tests/dashboards_test.py \
-		-x bpf/tests/trace_test.py build/selftests 2>&1 |
+		-x bpf/tests/trace_test.py -x bpf/tests/views_test.py build/selftests 2>&1 |
 		tee "$out" || vm_rc=${PIPESTATUS[0]}
 
 	res=$(grep -E '^run-selftests: pass=[0-9]+ fail=[0-9]+ skip=[0-9]+' "$out" | tail -n1 || true)
