@@ -43,7 +43,7 @@ struct vmfork_layer {
  * A deliberate bug of the test build (kmod/Kbuild, VMFORK_BUGS): 0, and
  * compiled out, in every other build.
  */
-#define VMFORK_BUG(name)	IS_ENABLED(VMFORK_BUG_##name)
+#define VMFORK_DEFECT(name)	IS_ENABLED(VMFORK_BUG_##name)
 
 /* Guest memory allocations: charged to the memcg, failing rather than OOM-killing. */
 #define VMFORK_GFP	(GFP_KERNEL_ACCOUNT | __GFP_RETRY_MAYFAIL | __GFP_NOWARN)

@@ -63,7 +63,7 @@ void vmfork_layer_clear(struct vmfork_layer *l)
 	struct page *page;
 
 	xa_for_each(&l->pages, idx, page) {
-		if (VMFORK_BUG(double_free) && !idx)
+		if (VMFORK_DEFECT(double_free) && !idx)
 			put_page(page);
 		vmfork_page_put(page);
 		if (!(idx % 512))

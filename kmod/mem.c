@@ -113,7 +113,7 @@ static void vmfork_mem_free(struct vmfork_mem *mem)
 	vmfork_layer_put(mem->top);
 	vmfork_layer_put(mem->fork_base);
 	mutex_destroy(&mem->lock);
-	if (!VMFORK_BUG(leak))
+	if (!VMFORK_DEFECT(leak))
 		kfree(mem);
 	atomic_long_dec(&vmfork_nr_objects);
 }
@@ -609,7 +609,7 @@ static long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg)
 
 	start = ktime_get_ns();
 	mutex_lock(&parent->lock);
-	if (VMFORK_BUG(lock_inversion)) {
+	if (VMFORK_DEFECT(lock_inversion)) {
 		/* debugfs takes these in the other order */
 		mutex_lock(&vmfork_objects_lock);
 		mutex_unlock(&vmfork_objects_lock);
