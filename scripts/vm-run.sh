@@ -350,6 +350,16 @@ fi
 say "stage 2 started"
 rc=125
 ready=0
+# KVM takes the host's TSC rate as its vCPUs' default when it loads. Loaded before the
+# refined calibration, off by more than 250 ppm and without TSC scaling (nested SVM
+# under TCG), it leaves every vCPU with a zero TSC multiplier: KVM_GET_MSRS reads
+# MSR_IA32_TSC as 0 while the guest's RDTSC runs on. So wait (bounded) for the refined
+# calibration before loading kvm_amd. (The debug kernel has KVM built in: not covered.)
+for _ in $(seq 60); do
+	[ "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)" != tsc-early ] &&
+		break
+	sleep 0.5
+done
 if [ ! -c /dev/kvm ] && ! modprobe kvm_amd; then
 	status "modprobe kvm_amd failed"
 elif [ ! -c /dev/kvm ]; then
