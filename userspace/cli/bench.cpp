@@ -770,23 +770,7 @@ void Bench::reset(SizeCtx& c) {
 
 struct Table {
     std::vector<std::vector<std::string>> rows;
-    void print() const {
-        std::vector<std::size_t> w;
-        for (const auto& r : rows) {
-            w.resize(std::max(w.size(), r.size()));
-            for (std::size_t i = 0; i < r.size(); ++i) {
-                w[i] = std::max(w[i], r[i].size());
-            }
-        }
-        for (const auto& r : rows) {
-            std::string line;
-            for (std::size_t i = 0; i < r.size(); ++i) {
-                line += i == 0 ? fmt::format("{:<{}}", r[i], w[i])
-                               : fmt::format("  {:>{}}", r[i], w[i]);
-            }
-            fmt::print("{}\n", line);
-        }
-    }
+    void print() const { print_table(rows, Align::Numbers); }
 };
 
 std::string cell_us(const Summary& s) {

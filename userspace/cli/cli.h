@@ -96,7 +96,9 @@ long module_pages();
 
 std::string human_bytes(double bytes);
 std::string ms(double us); // "12.3 ms" from microseconds
-// Prints rows as left-aligned columns (the first row is the header).
-void print_table(const std::vector<std::vector<std::string>>& rows);
+// Prints rows as columns (the first row is the header): all left-aligned, or (Numbers)
+// the first left-aligned and the others right-aligned.
+enum class Align { Left, Numbers };
+void print_table(const std::vector<std::vector<std::string>>& rows, Align align = Align::Left);
 
 } // namespace vmfork::cli

@@ -183,7 +183,7 @@ std::string ms(double us) {
     return us < 1000 ? fmt::format("{:.3f} ms", us / 1000) : fmt::format("{:.1f} ms", us / 1000);
 }
 
-void print_table(const std::vector<std::vector<std::string>>& rows) {
+void print_table(const std::vector<std::vector<std::string>>& rows, Align align) {
     std::vector<std::size_t> width;
     for (const auto& r : rows) {
         width.resize(std::max(width.size(), r.size()));
@@ -194,6 +194,11 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
     for (const auto& r : rows) {
         std::string line;
         for (std::size_t i = 0; i < r.size(); ++i) {
+            if (align == Align::Numbers) {
+                line += i == 0 ? fmt::format("{:<{}}", r[i], width[i])
+                               : fmt::format("  {:>{}}", r[i], width[i]);
+                continue;
+            }
             line += r[i];
             if (i + 1 < r.size()) {
                 line += std::string(width[i] - r[i].size() + 2, ' ');
