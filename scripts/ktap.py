@@ -9,8 +9,16 @@
         assert ...
 
     sys.exit(ktap.main())
+
+It also holds what several of those tests do with long-running tools (vmfork-trace,
+bpftrace): start one until its banner, stop it with SIGINT, log its output, and run
+selftests/vmfork/trace_workload.
 """
+import re
+import signal
+import subprocess
 import sys
+import threading
 
 _tests = []
 
@@ -53,3 +61,64 @@ def main(cleanup=None, max_lines=40):
         cleanup()
     print(f"# Totals: pass:{passed} fail:{failed} xfail:0 xpass:0 skip:0 error:0")
     return 0 if failed == 0 else 1
+
+
+def show(title, text):
+    """Logs a tool's output as "# | " comment lines under a title line."""
+    print(f"# | {title}")
+    for line in text.splitlines():
+        print(f"# | {line}")
+
+
+def start_until(cmd, marker, stream="stderr", merge=False, timeout=60, env=None):
+    """Starts cmd in its own session with stdin closed; returns (process, the lines
+    read so far) once a line of stream ("stdout" or "stderr") contains marker. With
+    merge, stderr goes to stdout. A tool that exits first or shows no marker within
+    timeout seconds is killed and fails the test with what it printed."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, text=True, start_new_session=True, env=env)
+    timer = threading.Timer(timeout, p.kill)
+    timer.start()
+    seen = []
+    try:
+        for line in getattr(p, stream):
+            seen.append(line)
+            if marker in line:
+                return p, seen
+    finally:
+        timer.cancel()
+    p.kill()
+    out, err = p.communicate()
+    raise AssertionError(f"{' '.join(cmd)} did not start (status {p.returncode}, "
+                         f"{timeout} s allowed):\n{''.join(seen)}{out or ''}{err or ''}")
+
+
+def stop(p, what, sigints=1, timeout=30):
+    """Sends SIGINT (up to sigints times, timeout seconds apart) and returns
+    communicate()'s (stdout, stderr); kills p and fails if it is still running.
+    bpftrace 0.17 has been seen to miss one SIGINT on 6.12: give it sigints=2."""
+    for attempt in range(1, sigints + 1):
+        p.send_signal(signal.SIGINT)
+        try:
+            return p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"# {what}: still running {timeout} s after SIGINT #{attempt}")
+    p.kill()
+    p.communicate()
+    raise AssertionError(f"{what} did not exit within {timeout} s of SIGINT "
+                         f"(sent {sigints})")
+
+
+def counts(text):
+    """The "name=N" pairs of a line such as trace_workload's, as a dict of ints."""
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", text)}
+
+
+def run_workload(path, *args, timeout=120):
+    """Runs trace_workload (or a tool like it) to the end; returns (its stdout
+    stripped, counts(stdout)). Fails on a non-zero exit status."""
+    w = subprocess.run([path] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    assert w.returncode == 0, f"{path} failed (status {w.returncode}): {w.stderr}"
+    return w.stdout.strip(), counts(w.stdout)

@@ -10,8 +10,6 @@ Each dashboard's output is printed as "# | " lines.
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 
@@ -25,49 +23,21 @@ FORKS, WRITES, DELAY_MS = 20, 50, 100
 
 def run_dashboard(script):
     """Starts bpftrace on script, runs the workload once attached, then stops it."""
-    p = subprocess.Popen(["bpftrace", os.path.join(ROOT, "bpf", script)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
-    head = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the BEGIN line means every probe is attached
-        line = p.stdout.readline()
-        if not line:
-            break
-        head.append(line)
-        if "Ctrl-C" in line:
-            break
-    else:
-        p.kill()
-        raise AssertionError(f"{script} did not start in 60 s: {''.join(head)}")
-    if p.poll() is not None:
-        raise AssertionError(f"{script} exited at once: {''.join(head)}{p.stdout.read()}")
-    w = subprocess.run([WORKLOAD, str(FORKS), str(WRITES), str(DELAY_MS)],
-                       capture_output=True, text=True, timeout=120)
-    if w.returncode != 0:
-        p.kill()
-        raise AssertionError(f"trace_workload failed: {w.stderr}")
-    counts = dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", w.stdout))
-    time.sleep(2.5)  # let per-second views print a line after the workload
-    p.send_signal(signal.SIGINT)
+    # The BEGIN line ("... Ctrl-C ...") means every probe is attached.
+    p, head = ktap.start_until(["bpftrace", os.path.join(ROOT, "bpf", script)], "Ctrl-C",
+                               stream="stdout", merge=True)
     try:
-        out, _ = p.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        # bpftrace 0.17 sometimes misses a SIGINT on 6.12 (seen once in a few
-        # runs): a second one ends it; say so in the log.
-        print(f"# {script}: still running 30 s after SIGINT, sending another")
-        p.send_signal(signal.SIGINT)
-        try:
-            out, _ = p.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            raise AssertionError(f"{script} did not exit within 60 s of two SIGINTs")
+        wout, counts = ktap.run_workload(WORKLOAD, FORKS, WRITES, DELAY_MS)
+    except BaseException:
+        p.kill()
+        p.communicate()
+        raise
+    time.sleep(2.5)  # let per-second views print a line after the workload
+    out, _ = ktap.stop(p, f"bpftrace {script}", sigints=2)
     out = "".join(head) + out
     # The whole output, for the log (and the *_example.txt files in bpf/).
-    print(f"# | bpftrace bpf/{script}   (trace_workload {FORKS} {WRITES} {DELAY_MS}: "
-          f"{w.stdout.strip()})")
-    for line in out.splitlines():
-        print(f"# | {line}")
+    ktap.show(f"bpftrace bpf/{script}   (trace_workload {FORKS} {WRITES} {DELAY_MS}: {wout})",
+              out)
     return out, counts
 
 

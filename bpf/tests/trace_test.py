@@ -13,11 +13,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
@@ -30,48 +28,17 @@ FORKS, WRITES, DELAY_MS = 20, 50, 100
 BANNER = "Hit Ctrl-C to end."
 
 
-def show(title, text):
-    print(f"# | {title}")
-    for line in text.splitlines():
-        print(f"# | {line}")
-
-
 def start(args):
-    """Starts vmfork-trace, returns (process, stderr lines so far) once attached."""
-    p = subprocess.Popen([TOOL] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL, text=True, start_new_session=True)
-    err = []
-    # The banner on stderr: every program is attached. Killed if it does not come.
-    timer = threading.Timer(60, p.kill)
-    timer.start()
-    try:
-        for line in p.stderr:
-            err.append(line)
-            if BANNER in line:
-                return p, err
-    finally:
-        timer.cancel()
-    p.kill()
-    out, rest = p.communicate()
-    raise AssertionError(f"vmfork-trace {' '.join(args)} did not start: "
-                         f"status {p.returncode}\n{''.join(err)}{rest}{out}")
+    """Starts vmfork-trace; returns (process, stderr lines so far) once attached."""
+    return ktap.start_until([TOOL] + args, BANNER)
 
 
-def stop(p, timeout=30):
-    p.send_signal(signal.SIGINT)
-    try:
-        return p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-        raise AssertionError(f"vmfork-trace did not exit within {timeout} s of SIGINT")
+def stop(p):
+    return ktap.stop(p, "vmfork-trace")
 
 
 def workload():
-    w = subprocess.run([WORKLOAD, str(FORKS), str(WRITES), str(DELAY_MS)],
-                       capture_output=True, text=True, timeout=120)
-    assert w.returncode == 0, f"trace_workload failed: {w.stderr}"
-    return w.stdout.strip(), dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", w.stdout))
+    return ktap.run_workload(WORKLOAD, FORKS, WRITES, DELAY_MS)
 
 
 def parse_json_lines(out):
@@ -100,7 +67,7 @@ def _():
     wout, c = workload()
     time.sleep(1.5)  # at least one interval after the workload
     out, rest = stop(p)
-    show(f"vmfork-trace --json -i 1   (trace_workload {FORKS} {WRITES} {DELAY_MS}: {wout})",
+    ktap.show(f"vmfork-trace --json -i 1   (trace_workload {FORKS} {WRITES} {DELAY_MS}: {wout})",
          "".join(err) + rest + out)
     assert p.returncode == 0, f"exit status {p.returncode}: {rest}"
     assert c["forks"] == FORKS and c["cow_breaks"] > 0 and c["resets"] == FORKS, c
@@ -138,7 +105,7 @@ def _():
     wout, c = workload()
     time.sleep(1.5)
     out, rest = stop(p)
-    show(f"vmfork-trace -i 1 --top 3   (trace_workload {FORKS} {WRITES} {DELAY_MS}: {wout})",
+    ktap.show(f"vmfork-trace -i 1 --top 3   (trace_workload {FORKS} {WRITES} {DELAY_MS}: {wout})",
          "".join(err) + rest + out)
     assert p.returncode == 0, f"exit status {p.returncode}: {rest}"
     assert "=== vmfork-trace totals" in out, out
@@ -160,7 +127,7 @@ def _():
     t0 = time.monotonic()
     r = run_plain(["--json", "-c", "2", "-i", "1"])
     took = time.monotonic() - t0
-    show("vmfork-trace --json -c 2 -i 1", r.stderr + r.stdout)
+    ktap.show("vmfork-trace --json -c 2 -i 1", r.stderr + r.stdout)
     assert r.returncode == 0, r
     objs = parse_json_lines(r.stdout)
     assert [o["type"] for o in objs] == ["interval", "interval", "summary"], objs
@@ -186,7 +153,7 @@ def _():
         os.setgid(65534)
         os.setuid(65534)
     r = run_plain(["-c", "1"], preexec_fn=drop)
-    show("vmfork-trace as uid 65534", r.stderr)
+    ktap.show("vmfork-trace as uid 65534", r.stderr)
     assert r.returncode == 1, r
     assert "root" in r.stderr and "CAP_BPF" in r.stderr and "errno 1" in r.stderr, r
 
@@ -199,7 +166,7 @@ def _():
               "umount -l \"$m\" || exit 99; done; exec \"$0\" -c 1")
     r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, TOOL],
                        capture_output=True, text=True, timeout=60)
-    show("vmfork-trace with tracefs unmounted (own mount namespace)", r.stderr)
+    ktap.show("vmfork-trace with tracefs unmounted (own mount namespace)", r.stderr)
     assert r.returncode == 1, r
     assert "tracefs is not mounted" in r.stderr and "mount -t tracefs" in r.stderr, r
 
@@ -240,7 +207,7 @@ def _():
                           str(int(m.group(2)) + 8), text)
         bad = fake_tracefs(os.path.join(tmp, "bad"), move)
         r = run_plain(["-c", "1", "--tracefs", bad])
-        show("vmfork-trace --tracefs <copy with vmfork_fork.duration_ns moved>", r.stderr)
+        ktap.show("vmfork-trace --tracefs <copy with vmfork_fork.duration_ns moved>", r.stderr)
         assert r.returncode == 1, r
         assert "do not match" in r.stderr and "vmfork_fork: field duration_ns" in r.stderr, r
 
@@ -270,7 +237,7 @@ def _():
         r = run_plain(["-c", "1"])
     finally:
         ins = subprocess.run(["insmod", ko], capture_output=True, text=True)
-    show("vmfork-trace without the module", r.stderr)
+    ktap.show("vmfork-trace without the module", r.stderr)
     assert ins.returncode == 0, f"insmod {ko}: {ins.stderr}"
     assert r.returncode == 1, r
     assert "module is not loaded" in r.stderr and "insmod kmod/vmfork.ko" in r.stderr, r

@@ -13,11 +13,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
@@ -29,43 +27,6 @@ TRACE = os.path.join(ROOT, "build", "bin", "vmfork-trace")
 VMFORK = os.path.join(ROOT, "build", "bin", "vmfork")
 TOP = os.path.join(ROOT, "bpf", "vmfork-top.bt")
 FORKS, WRITES, DELAY_MS = 20, 50, 100
-START_TIMEOUT = 60
-
-
-def show(title, text):
-    print(f"# | {title}")
-    for line in text.splitlines():
-        print(f"# | {line}")
-
-
-def start_until(cmd, stream_name, marker):
-    """Starts cmd; returns (process, lines read) once marker appeared on the stream."""
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
-    timer = threading.Timer(START_TIMEOUT, p.kill)  # a tool that never attaches fails
-    timer.start()
-    seen = []
-    try:
-        for line in getattr(p, stream_name):
-            seen.append(line)
-            if marker in line:
-                return p, seen
-    finally:
-        timer.cancel()
-    out, err = p.communicate()
-    raise AssertionError(f"{' '.join(cmd)} did not start: {''.join(seen)}{out}{err}")
-
-
-def stop(p, what):
-    for attempt in range(2):  # bpftrace 0.17 has been seen to miss one SIGINT
-        p.send_signal(signal.SIGINT)
-        try:
-            return p.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            print(f"# {what}: still running 30 s after SIGINT #{attempt + 1}")
-    p.kill()
-    p.communicate()
-    raise AssertionError(f"{what} did not exit after two SIGINTs")
 
 
 def scalar(out, name):
@@ -78,9 +39,9 @@ def scalar(out, name):
 @ktap.test("netlink stats, vmfork-trace (libbpf) and vmfork-top.bt (bpftrace) agree with "
            "the module's own counts on one workload")
 def _():
-    trace, trace_err = start_until([TRACE, "--json", "-i", "1"], "stderr", "Hit Ctrl-C")
+    trace, trace_err = ktap.start_until([TRACE, "--json", "-i", "1"], "Hit Ctrl-C")
     try:
-        top, top_head = start_until(["bpftrace", TOP], "stdout", "Ctrl-C")
+        top, top_head = ktap.start_until(["bpftrace", TOP], "Ctrl-C", stream="stdout")
     except AssertionError:
         trace.kill()
         raise
@@ -89,7 +50,7 @@ def _():
                             stderr=subprocess.PIPE, text=True)
     try:
         line = work.stdout.readline()
-        module = dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", line))
+        module = ktap.counts(line)
         assert set(module) == {"forks", "cow_breaks", "resets"}, (line, work.stderr.read())
 
         # Netlink, while every object of the workload is still open.
@@ -104,8 +65,8 @@ def _():
                    "resets": sum(o["resets"] for o in objs)}
 
         time.sleep(1.5)  # one more interval of each tracer after the last event
-        trace_out, trace_rest = stop(trace, "vmfork-trace")
-        top_out, _ = stop(top, "bpftrace vmfork-top.bt")
+        trace_out, trace_rest = ktap.stop(trace, "vmfork-trace")
+        top_out, _ = ktap.stop(top, "bpftrace vmfork-top.bt", sigints=2)
     finally:
         for p in (trace, top):
             if p.poll() is None:
@@ -119,17 +80,17 @@ def _():
     bpftrace = {"forks": scalar(top_text, "forks"), "cow_breaks": scalar(top_text, "cows"),
                 "resets": scalar(top_text, "resets")}
 
-    show(f"trace_workload {FORKS} {WRITES} {DELAY_MS} hold (VMFORK_GET_STATS)", line)
-    show("vmfork stats --json: the workload's objects (generic netlink)",
+    ktap.show(f"trace_workload {FORKS} {WRITES} {DELAY_MS} hold (VMFORK_GET_STATS)", line)
+    ktap.show("vmfork stats --json: the workload's objects (generic netlink)",
          "\n".join(json.dumps({k: o[k] for k in ("id", "parent_id", "forks", "cow_breaks",
                                                  "resets", "resident_pages", "shared_pages",
                                                  "private_pages")}) for o in objs))
-    show("vmfork-trace --json -i 1: the summary (libbpf)", trace_out.splitlines()[-1])
-    show("bpftrace bpf/vmfork-top.bt", top_text)
+    ktap.show("vmfork-trace --json -i 1: the summary (libbpf)", trace_out.splitlines()[-1])
+    ktap.show("bpftrace bpf/vmfork-top.bt", top_text)
     table = [f"{'':12} {'ioctl':>8} {'netlink':>8} {'libbpf':>8} {'bpftrace':>8}"]
     for k in ("forks", "cow_breaks", "resets"):
         table.append(f"{k:12} {module[k]:>8} {netlink[k]:>8} {libbpf[k]:>8} {bpftrace[k]:>8}")
-    show("the four views", "\n".join(table))
+    ktap.show("the four views", "\n".join(table))
 
     assert work.returncode == 0, work_err
     assert len(objs) == FORKS + 1, objs
