@@ -1,64 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 #include "vmfork/netlink_stats.h"
 
-#include <array>
 #include <cerrno>
 #include <string>
-#include <sys/socket.h>
-#include <sys/time.h>
 
-#include <linux/vmfork.h>
-#include <netlink/genl/ctrl.h>
-#include <netlink/genl/genl.h>
-#include <netlink/msg.h>
-#include <netlink/netlink.h>
-#include <netlink/socket.h>
-
+#include "netlink_common.h"
 #include "vmfork/system_error.h"
 
 namespace vmfork {
 
 namespace {
 
+using netlink::Cb;
+using netlink::fail;
+using netlink::Msg;
+using netlink::u64;
+
 // Every reply is awaited at most this long: a kernel that does not answer is an error.
 constexpr time_t reply_timeout_s = 5;
-
-// libnl returns its own NLE_* codes; the errno they stand for, for SystemError.
-int errno_of(int nle) {
-    switch (-nle) {
-    case NLE_OBJ_NOTFOUND:
-        return ENOENT;
-    case NLE_PERM:
-        return EPERM;
-    case NLE_NOACCESS:
-        return EACCES;
-    case NLE_INVAL:
-    case NLE_MSG_TRUNC:
-    case NLE_MSG_TOOSHORT:
-        return EINVAL;
-    case NLE_NOMEM:
-        return ENOMEM;
-    case NLE_OPNOTSUPP:
-        return EOPNOTSUPP;
-    case NLE_AGAIN:
-        return ETIMEDOUT;
-    default:
-        return EIO;
-    }
-}
-
-[[noreturn]] void fail(int nle, const std::string& what) {
-    throw SystemError::relayed(errno_of(nle), what + ": " + nl_geterror(nle));
-}
-
-struct MsgDeleter {
-    void operator()(nl_msg* m) const noexcept { nlmsg_free(m); }
-};
-struct CbDeleter {
-    void operator()(nl_cb* c) const noexcept { nl_cb_put(c); }
-};
-using Msg = std::unique_ptr<nl_msg, MsgDeleter>;
-using Cb = std::unique_ptr<nl_cb, CbDeleter>;
 
 // The state of one request while its replies come in.
 struct Exchange {
@@ -69,54 +28,37 @@ struct Exchange {
     bool got_counters = false;
 };
 
-std::array<nla_policy, VMFORK_A_MAX + 1> make_policy() {
-    std::array<nla_policy, VMFORK_A_MAX + 1> p{};
-    for (auto& a : p) {
-        a.type = NLA_U64;
-    }
-    p[VMFORK_A_UNSPEC].type = NLA_UNSPEC;
-    p[VMFORK_A_PAD].type = NLA_UNSPEC;
-    p[VMFORK_A_CREATOR_PID].type = NLA_U32;
-    return p;
-}
-
-std::uint64_t u64(nlattr* const* attrs, int type) {
-    return attrs[type] != nullptr ? nla_get_u64(attrs[type]) : 0;
-}
-
 int on_valid(nl_msg* msg, void* arg) {
     auto* x = static_cast<Exchange*>(arg);
-    static auto policy = make_policy();
-    std::array<nlattr*, VMFORK_A_MAX + 1> a{};
+    netlink::Attrs a;
     nlmsghdr* h = nlmsg_hdr(msg);
-    if (genlmsg_parse(h, 0, a.data(), VMFORK_A_MAX, policy.data()) < 0) {
+    if (!netlink::parse(h, a)) {
         x->error = EPROTO;
         return NL_STOP;
     }
-    const auto* g = static_cast<genlmsghdr*>(nlmsg_data(h));
-    if (g->cmd == VMFORK_CMD_GET_COUNTERS) {
-        x->counters = {u64(a.data(), VMFORK_A_OBJECTS), u64(a.data(), VMFORK_A_LAYERS),
-                       u64(a.data(), VMFORK_A_PAGES)};
+    const auto cmd = netlink::command(h);
+    if (cmd == VMFORK_CMD_GET_COUNTERS) {
+        x->counters = {u64(a, VMFORK_A_OBJECTS), u64(a, VMFORK_A_LAYERS), u64(a, VMFORK_A_PAGES)};
         x->got_counters = true;
         return NL_OK;
     }
-    if (g->cmd != VMFORK_CMD_GET_STATS || a[VMFORK_A_ID] == nullptr) {
+    if (cmd != VMFORK_CMD_GET_STATS || a[VMFORK_A_ID] == nullptr) {
         return NL_OK; // not ours to read
     }
     ObjectStats s;
-    s.id = u64(a.data(), VMFORK_A_ID);
-    s.parent_id = u64(a.data(), VMFORK_A_PARENT_ID);
-    s.creator_pid = a[VMFORK_A_CREATOR_PID] != nullptr ? nla_get_u32(a[VMFORK_A_CREATOR_PID]) : 0;
-    s.depth = u64(a.data(), VMFORK_A_DEPTH);
-    s.size = u64(a.data(), VMFORK_A_SIZE);
-    s.resident_pages = u64(a.data(), VMFORK_A_RESIDENT_PAGES);
-    s.shared_pages = u64(a.data(), VMFORK_A_SHARED_PAGES);
-    s.private_pages = u64(a.data(), VMFORK_A_PRIVATE_PAGES);
-    s.cow_breaks = u64(a.data(), VMFORK_A_COW_BREAKS);
-    s.forks = u64(a.data(), VMFORK_A_FORKS);
-    s.resets = u64(a.data(), VMFORK_A_RESETS);
-    s.flags = u64(a.data(), VMFORK_A_FLAGS);
-    s.chain_length = u64(a.data(), VMFORK_A_CHAIN_LENGTH);
+    s.id = u64(a, VMFORK_A_ID);
+    s.parent_id = u64(a, VMFORK_A_PARENT_ID);
+    s.creator_pid = netlink::u32(a, VMFORK_A_CREATOR_PID);
+    s.depth = u64(a, VMFORK_A_DEPTH);
+    s.size = u64(a, VMFORK_A_SIZE);
+    s.resident_pages = u64(a, VMFORK_A_RESIDENT_PAGES);
+    s.shared_pages = u64(a, VMFORK_A_SHARED_PAGES);
+    s.private_pages = u64(a, VMFORK_A_PRIVATE_PAGES);
+    s.cow_breaks = u64(a, VMFORK_A_COW_BREAKS);
+    s.forks = u64(a, VMFORK_A_FORKS);
+    s.resets = u64(a, VMFORK_A_RESETS);
+    s.flags = u64(a, VMFORK_A_FLAGS);
+    s.chain_length = u64(a, VMFORK_A_CHAIN_LENGTH);
     x->objects.push_back(s);
     return NL_OK;
 }
@@ -176,25 +118,8 @@ void NetlinkStats::SockDeleter::operator()(nl_sock* s) const noexcept {
     nl_socket_free(s);
 }
 
-NetlinkStats::NetlinkStats() : sock_(nl_socket_alloc()) {
-    if (!sock_) {
-        throw SystemError(ENOMEM, "allocating a netlink socket");
-    }
-    if (const int err = genl_connect(sock_.get()); err < 0) {
-        fail(err, "connecting to generic netlink");
-    }
-    const timeval tv{reply_timeout_s, 0};
-    if (setsockopt(nl_socket_get_fd(sock_.get()), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0) {
-        throw SystemError::from_errno("setting the netlink receive timeout");
-    }
-    family_ = genl_ctrl_resolve(sock_.get(), VMFORK_GENL_NAME);
-    if (family_ == -NLE_OBJ_NOTFOUND) {
-        throw SystemError(ENOENT, "generic netlink family \"" VMFORK_GENL_NAME
-                                  "\" (is the vmfork module loaded?)");
-    }
-    if (family_ < 0) {
-        fail(family_, "resolving the generic netlink family " VMFORK_GENL_NAME);
-    }
+NetlinkStats::NetlinkStats() : sock_(netlink::connect(reply_timeout_s).release()) {
+    family_ = netlink::resolve_family(sock_.get());
 }
 
 NetlinkStats::~NetlinkStats() = default;
