@@ -49,6 +49,11 @@ struct StatsOptions {
     unsigned count = 0;   // with watch_s: samples to print, 0: until Ctrl-C
 };
 
+struct EventsOptions {
+    bool json = false;
+    std::uint64_t count = 0; // events to print, 0: until Ctrl-C
+};
+
 struct DemoOptions {
     std::string mem = "256M";
     unsigned clones = 32;
@@ -66,6 +71,7 @@ int cmd_run(const Globals& g, const RunOptions& o);
 int cmd_fork(const Globals& g, const ForkOptions& o);
 int cmd_ls(const Globals& g, bool json_out);
 int cmd_stats(const Globals& g, const StatsOptions& o);
+int cmd_events(const EventsOptions& o);
 int cmd_reset(const Globals& g, const std::string& name);
 int cmd_kill(const Globals& g, const std::vector<std::string>& names, bool all);
 int cmd_console(const Globals& g, const std::string& name, bool follow);
@@ -76,6 +82,8 @@ int cmd_demo(const Globals& g, const DemoOptions& o);
 control::RuntimeDir runtime_dir();
 // Throws CliError with what to do when /dev/kvm or /dev/vmfork is missing or unusable.
 void check_devices();
+// The error for a missing generic netlink family: the module is not loaded.
+CliError module_not_loaded();
 // Connects to a running VM; CliError "no VM named X: see `vmfork ls`" if there is none.
 control::Client connect(const control::RuntimeDir& dir, const std::string& name);
 // One request to a VM, errors as CliError naming the VM.

@@ -21,6 +21,12 @@ control::RuntimeDir runtime_dir() {
     return control::RuntimeDir();
 }
 
+CliError module_not_loaded() {
+    return CliError("the vmfork module is not loaded (no generic netlink family \"vmfork\"): "
+                    "load it with `insmod kmod/vmfork.ko`, or `modprobe vmfork` after "
+                    "`make install`");
+}
+
 void check_devices() {
     if (::access("/dev/kvm", F_OK) != 0) {
         throw CliError("/dev/kvm not found: this machine has no KVM (enable virtualization in "

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-// vmfork: run a VM, fork it into running clones, list, reset, stats, kill.
+// vmfork: run a VM, fork it into running clones, list, reset, stats, events, kill.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fmt/format.h>
@@ -84,6 +84,14 @@ int run_cli(int argc, char** argv) {
     stats_cmd->add_option("-c,--count", stats.count, "with --watch: stop after COUNT prints")
         ->check(CLI::Range(1U, 1000000U));
 
+    EventsOptions events;
+    auto* events_cmd = app.add_subcommand(
+        "events", "fork, reset and release events as they happen, from the module's generic "
+                  "netlink family (root only: they name every user's objects)");
+    events_cmd->add_flag("--json", events.json, "print one JSON object per line");
+    events_cmd->add_option("-c,--count", events.count, "stop after COUNT events")
+        ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
+
     std::string reset_name;
     auto* reset_cmd = app.add_subcommand("reset", "take a clone back to its fork point");
     reset_cmd->add_option("name", reset_name, "the clone")->required();
@@ -136,6 +144,9 @@ int run_cli(int argc, char** argv) {
                 throw CliError("--count needs --watch SECS");
             }
             return cmd_stats(g, stats);
+        }
+        if (*events_cmd) {
+            return cmd_events(events);
         }
         if (*reset_cmd) {
             return cmd_reset(g, reset_name);

@@ -3,7 +3,6 @@
 // generic netlink family (libnl-genl-3); names come from the VMs' control sockets.
 #include <cerrno>
 #include <chrono>
-#include <csignal>
 #include <ctime>
 #include <fmt/chrono.h>
 #include <fmt/format.h>
@@ -14,6 +13,7 @@
 #include <linux/vmfork.h>
 
 #include "cli.h"
+#include "stop_signals.h"
 #include "vmfork/netlink_stats.h"
 #include "vmfork/system_error.h"
 
@@ -226,43 +226,12 @@ void print_sample(const Sample& s, const std::map<std::uint64_t, double>* rates)
     fmt::print("\n");
 }
 
-// Blocks SIGINT and SIGTERM for the life of the object, so that the watch loop
-// receives them with sigtimedwait() as its sleep: a Ctrl-C ends the loop cleanly.
-class StopSignals {
-public:
-    StopSignals() {
-        sigemptyset(&set_);
-        sigaddset(&set_, SIGINT);
-        sigaddset(&set_, SIGTERM);
-        pthread_sigmask(SIG_BLOCK, &set_, &old_);
-    }
-    ~StopSignals() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
-    StopSignals(const StopSignals&) = delete;
-    StopSignals& operator=(const StopSignals&) = delete;
-    StopSignals(StopSignals&&) = delete;
-    StopSignals& operator=(StopSignals&&) = delete;
-
-    // Sleeps up to d; true if a stop signal came.
-    [[nodiscard]] bool wait(std::chrono::milliseconds d) const {
-        const timespec ts{static_cast<time_t>(d.count() / 1000),
-                          static_cast<long>(d.count() % 1000) * 1000000};
-        return sigtimedwait(&set_, nullptr, &ts) > 0;
-    }
-
-private:
-    sigset_t set_{};
-    sigset_t old_{};
-};
-
 NetlinkStats open_netlink() {
     try {
         return {};
     } catch (const SystemError& e) {
         if (e.error() == ENOENT) {
-            throw CliError(
-                "the vmfork module is not loaded (no generic netlink family \"vmfork\"): "
-                "load it with `insmod kmod/vmfork.ko`, or `modprobe vmfork` after "
-                "`make install`");
+            throw module_not_loaded();
         }
         throw;
     }

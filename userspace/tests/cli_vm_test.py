@@ -233,6 +233,50 @@ def _():
     assert s["total"]["module_objects"] >= 6  # the totals name no object: open to all
 
 
+@ktap.test("events: a fork, a reset and a release, in order, with the ids stats shows")
+def _():
+    parent = info("t-2")
+    listeners = []
+    try:
+        for fmt in (["--json"], []):
+            p, _ = ktap.start_until([VMFORK, "events", *fmt, "-c", "3"], "listening", env=ENV,
+                                    timeout=TIMEOUT)
+            listeners.append(p)
+        vmfork("fork", "t-2", "--name-prefix", "ev-")
+        child = own_reports("ev-1", 1)
+        vmfork("reset", "ev-1")
+        vmfork("kill", "ev-1")
+        # -c 3: each exits by itself after the third event.
+        (out, err), (text, text_err) = [p.communicate(timeout=TIMEOUT) for p in listeners]
+    finally:
+        for p in listeners:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    ktap.show("vmfork events --json -c 3 (fork t-2, reset ev-1, kill ev-1)", out)
+    ktap.show("vmfork events -c 3", text)
+    assert [p.returncode for p in listeners] == [0, 0], (err, text_err)
+    ev = [json.loads(line) for line in out.splitlines()]
+    assert [e["event"] for e in ev] == ["fork", "reset", "release"], ev
+    fork, reset, release = ev
+    assert fork["id"] == parent["memory"]["id"], (fork, parent["memory"])
+    assert fork["child_id"] == child["memory"]["id"], (fork, child["memory"])
+    assert fork["pid"] == parent["pid"] and fork["template"] is False, (fork, parent["pid"])
+    assert fork["resident_pages"] > 0 and fork["duration_ns"] > 0, fork
+    assert reset["id"] == release["id"] == child["memory"]["id"], ev
+    rows = [line.split() for line in text.splitlines()]
+    assert rows[0] == ["TIME", "EVENT", "OBJECT"] and len(rows) == 4, text
+    assert rows[1][1:5] == ["fork", str(fork["id"]), "->", str(fork["child_id"])], rows[1]
+    assert rows[2][1:3] == ["reset", str(reset["id"])], rows[2]
+    assert rows[3][1:3] == ["release", str(release["id"])], rows[3]
+    # Unprivileged: refused, since the events name every user's objects.
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        VMFORK, "events"], env=ENV, capture_output=True, text=True,
+                       timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert p.returncode == 1 and "CAP_SYS_ADMIN" in p.stderr, (p.returncode, p.stderr)
+    assert p.stdout == "", p.stdout
+
+
 @ktap.test("kill stops a VM: its process exits, its files go, the others run on")
 def _():
     pid = info("t-3")["pid"]
@@ -298,6 +342,8 @@ def _():
         (("stats", "nosuch"), "no VM named nosuch"),
         (("stats", "--count", "2"), "--count needs --watch"),
         (("stats", "--watch", "0"), ""),
+        (("events", "-c", "0"), ""),
+        (("events", "nosuch"), ""),
     ]
     for args, text in cases:
         p = vmfork(*args, check=False)
