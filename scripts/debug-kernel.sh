@@ -3,12 +3,12 @@
 #
 # Build (once per machine) the debug kernel the tests boot under QEMU: Debian's
 # linux-source-6.1 with KASAN, lockdep, kmemleak, fault injection and everything the VM
-# runner needs built in. The result is cached outside the checkout, keyed by the source
+# runner needs to boot built in (KVM is a module, as in Debian's kernels). The result is cached outside the checkout, keyed by the source
 # package version, the compiler, scripts/debug.config and this script's recipe version.
 set -euo pipefail
 
 # Bump when the build recipe below changes in a way that changes the result.
-RECIPE_VERSION=1
+RECIPE_VERSION=2
 
 SRC_PKG=linux-source-6.1
 SRC_TARBALL=/usr/src/linux-source-6.1.tar.xz
@@ -26,8 +26,8 @@ usage() {
 Usage: scripts/debug-kernel.sh [--print-dir] [--force]
 
 Builds the vmfork debug kernel (Debian linux-source-6.1 + scripts/debug.config:
-KASAN, lockdep, kmemleak, fault injection, virtio/9p/overlay/KVM built in) out of
-tree, once per machine, under /var/cache/vmfork/debug-kernel/<key>/ (override with
+KASAN, lockdep, kmemleak, fault injection, virtio/9p/overlay built in, KVM as
+modules) out of tree, once per machine, under /var/cache/vmfork/debug-kernel/<key>/ (override with
 VMFORK_DEBUG_KERNEL_CACHE). A cached build is reused silently. Concurrent callers
 wait for one build and share it; an interrupted build resumes on the next call.
 
@@ -36,6 +36,8 @@ The cache dir holds:
   bzImage         the compressed image
   kernelrelease   the release string (uname -r in the guest)
   build/          the O= build tree: make -C <dir>/build M=$PWD modules
+  modules/        the installed modules (kvm, kvm-amd, ...) with their modules.dep:
+                  the VM runner points /lib/modules/<release> at it
   config          the final .config
   build.log       the full make log
 
@@ -229,6 +231,18 @@ cp -f "$build/vmlinux" "$dir/vmlinux"
 cp -f "$build/arch/x86/boot/bzImage" "$dir/bzImage"
 cp -f "$build/.config" "$dir/config"
 release=$(cat "$build/include/config/kernel.release")
+rm -rf "$dir/modroot"
+kmake INSTALL_MOD_PATH="$dir/modroot" INSTALL_MOD_STRIP=1 DEPMOD=/sbin/depmod \
+	modules_install || die "make modules_install failed (see $log)"
+rm -rf "$dir/modules"
+mv "$dir/modroot/lib/modules/$release" "$dir/modules"
+rm -rf "$dir/modroot"
+# The links back into the build tree would leave the cache dir in the guest's view.
+rm -f "$dir/modules/build" "$dir/modules/source"
+[ -s "$dir/modules/kernel/arch/x86/kvm/kvm-amd.ko" ] ||
+	die "modules_install left no kvm-amd.ko (is CONFIG_KVM_AMD=m?)"
+grep -q 'kvm-amd.ko:.*kvm.ko' "$dir/modules/modules.dep" ||
+	die "no modules.dep entry for kvm-amd.ko (depmod from the kmod package missing?)"
 echo "$release" >"$dir/kernelrelease"
 rm -f "$dir/failed"
 sync -f "$dir/vmlinux" 2>/dev/null || true

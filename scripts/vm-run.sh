@@ -113,12 +113,17 @@ resolve_release() {
 }
 
 debug_dir=
+guest_modules=
 if [ "$kernel" = debug ]; then
-	# Everything the runner needs is built in: no modules, no /lib/modules tree.
+	# What the boot needs is built in (no initramfs modules); KVM is a module tree in
+	# the cache dir, which stage 2 links to /lib/modules/<release>.
 	debug_dir=$("$repo/scripts/debug-kernel.sh" --print-dir) ||
 		die "the debug kernel could not be built (scripts/debug-kernel.sh)"
 	release=$(cat "$debug_dir/kernelrelease")
 	modules=
+	guest_modules=$debug_dir/modules
+	[ -s "$guest_modules/modules.dep" ] ||
+		die "$guest_modules/modules.dep missing: rebuild with scripts/debug-kernel.sh --force"
 else
 	release=$(resolve_release "$kernel")
 	modules=/lib/modules/$release
@@ -328,8 +333,9 @@ guest_timeout=$timeout_secs
 
 {
 	echo "#!/bin/bash"
-	printf 'RELEASE=%q KO=%q SHELL_MODE=%q TIMEOUT=%q WORKDIR=%q LEAK_CHECK=%q SHARE=%q\n' \
+	printf 'RELEASE=%q KO=%q SHELL_MODE=%q TIMEOUT=%q WORKDIR=%q LEAK_CHECK=%q SHARE=%q' \
 		"$release" "$ko" "$shell" "$guest_timeout" "$PWD" "$leak_check" "$share"
+	printf ' GUEST_MODULES=%q\n' "$guest_modules"
 	cat <<'GUEST'
 # Stage 2, PID 1 on the overlay root (pseudo filesystems mounted by stage 1): load kvm,
 # kvm_amd and vmfork.ko, run the command, unload vmfork.ko, report, power off.
@@ -354,12 +360,17 @@ ready=0
 # refined calibration, off by more than 250 ppm and without TSC scaling (nested SVM
 # under TCG), it leaves every vCPU with a zero TSC multiplier: KVM_GET_MSRS reads
 # MSR_IA32_TSC as 0 while the guest's RDTSC runs on. So wait (bounded) for the refined
-# calibration before loading kvm_amd. (The debug kernel has KVM built in: not covered.)
+# calibration before loading kvm_amd.
 for _ in $(seq 60); do
 	[ "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null)" != tsc-early ] &&
 		break
 	sleep 0.5
 done
+# The debug kernel's modules live in its cache dir (seen here through the host root).
+if [ -n "$GUEST_MODULES" ] && [ ! -e "/lib/modules/$RELEASE" ]; then
+	mkdir -p /lib/modules && ln -s "$GUEST_MODULES" "/lib/modules/$RELEASE" ||
+		status "cannot link /lib/modules/$RELEASE to $GUEST_MODULES"
+fi
 if [ ! -c /dev/kvm ] && ! modprobe kvm_amd; then
 	status "modprobe kvm_amd failed"
 elif [ ! -c /dev/kvm ]; then

@@ -215,7 +215,7 @@ TEST_F(VmFork, CloneContinuesWhereTheParentStoppedAndIsIsolated) {
     EXPECT_NE(fork_tsc, 0U)
         << "the saved MSR_IA32_TSC of a VM that ran must not be 0 (0 with "
            "a running guest TSC: KVM loaded before the TSC calibration "
-           "was refined: the debug kernel's built-in KVM can be; see scripts/vm-run.sh)";
+           "was refined; scripts/vm-run.sh waits for it)";
 
     const CloneIdentity identity{1, fork.memory.id()};
     auto clone = Machine::restore(*kvm_, std::move(fork.memory),
