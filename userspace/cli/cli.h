@@ -82,8 +82,8 @@ int cmd_demo(const Globals& g, const DemoOptions& o);
 control::RuntimeDir runtime_dir();
 // Throws CliError with what to do when /dev/kvm or /dev/vmfork is missing or unusable.
 void check_devices();
-// The error for a missing generic netlink family: the module is not loaded.
-CliError module_not_loaded();
+// Throws the CliError for a missing generic netlink family: the module is not loaded.
+[[noreturn]] void throw_module_not_loaded();
 // Connects to a running VM; CliError "no VM named X: see `vmfork ls`" if there is none.
 control::Client connect(const control::RuntimeDir& dir, const std::string& name);
 // One request to a VM, errors as CliError naming the VM.

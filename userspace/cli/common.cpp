@@ -21,10 +21,10 @@ control::RuntimeDir runtime_dir() {
     return control::RuntimeDir();
 }
 
-CliError module_not_loaded() {
-    return CliError("the vmfork module is not loaded (no generic netlink family \"vmfork\"): "
-                    "load it with `insmod kmod/vmfork.ko`, or `modprobe vmfork` after "
-                    "`make install`");
+void throw_module_not_loaded() {
+    throw CliError("the vmfork module is not loaded (no generic netlink family \"vmfork\"): "
+                   "load it with `insmod kmod/vmfork.ko`, or `modprobe vmfork` after "
+                   "`make install`");
 }
 
 void check_devices() {

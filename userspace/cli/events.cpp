@@ -97,7 +97,7 @@ NetlinkEvents join_events() {
         return {};
     } catch (const SystemError& e) {
         if (e.error() == ENOENT) {
-            throw module_not_loaded();
+            throw_module_not_loaded();
         }
         throw;
     }

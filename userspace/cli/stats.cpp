@@ -231,7 +231,7 @@ NetlinkStats open_netlink() {
         return {};
     } catch (const SystemError& e) {
         if (e.error() == ENOENT) {
-            throw module_not_loaded();
+            throw_module_not_loaded();
         }
         throw;
     }

@@ -212,10 +212,9 @@ TEST_F(VmFork, CloneContinuesWhereTheParentStoppedAndIsIsolated) {
     const auto saved_tsc = fork.state.vcpus[0].msr(VcpuState::msr_ia32_tsc);
     ASSERT_TRUE(saved_tsc.has_value()) << "MSR_IA32_TSC must be among the saved MSRs";
     const std::uint64_t fork_tsc = *saved_tsc;
-    EXPECT_NE(fork_tsc, 0U)
-        << "the saved MSR_IA32_TSC of a VM that ran must not be 0 (0 with "
-           "a running guest TSC: KVM loaded before the TSC calibration "
-           "was refined; scripts/vm-run.sh waits for it)";
+    EXPECT_NE(fork_tsc, 0U) << "the saved MSR_IA32_TSC of a VM that ran must not be 0 (0 with "
+                               "a running guest TSC: KVM loaded before the TSC calibration "
+                               "was refined; scripts/vm-run.sh waits for it)";
 
     const CloneIdentity identity{1, fork.memory.id()};
     auto clone = Machine::restore(*kvm_, std::move(fork.memory),
