@@ -578,7 +578,7 @@ static long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg)
 	struct vmfork_layer *spare, *base;
 	struct vmfork_mem *child;
 	struct vmfork_fork arg;
-	u64 start, resident, duration;
+	u64 start, resident, duration, flags;
 	struct file *file;
 	int fd;
 
@@ -623,13 +623,14 @@ static long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg)
 	child->depth = parent->depth + 1;
 	parent->forks++;
 	resident = vmfork_layer_visible(parent->top);
+	/* A fork of a template is a template fork, with the flag or without. */
+	flags = arg.flags | (parent->template ? VMFORK_FORK_TEMPLATE : 0);
 	mutex_unlock(&parent->lock);
 	duration = ktime_get_ns() - start;
-	trace_vmfork_fork(parent->id, child->id, resident, duration, arg.flags);
+	trace_vmfork_fork(parent->id, child->id, resident, duration, flags);
 
 	vmfork_mem_publish(child);
-	vmfork_nl_notify_fork(parent->id, child->id, arg.flags, resident,
-			      duration);
+	vmfork_nl_notify_fork(parent->id, child->id, flags, resident, duration);
 	fd_install(fd, file);
 out:
 	vmfork_layer_put(spare);

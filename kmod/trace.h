@@ -21,6 +21,7 @@ TRACE_EVENT(vmfork_create,
 	TP_printk("id=%llu size=%llu", __entry->id, __entry->size)
 );
 
+/* @flags: VMFORK_FORK_*, with _TEMPLATE on every fork of a template. */
 TRACE_EVENT(vmfork_fork,
 	TP_PROTO(u64 parent_id, u64 child_id, u64 resident_pages,
 		 u64 duration_ns, u64 flags),

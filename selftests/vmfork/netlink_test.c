@@ -601,6 +601,32 @@ TEST_F(nl, one_event_per_fork_reset_and_release)
 	}
 }
 
+TEST_F(nl, a_fork_of_a_template_is_announced_as_one)
+{
+	int child[3], got, err;
+	__u64 cid[3];
+
+	err = setsockopt(self->nl->fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP,
+			 &self->nl->events_group, sizeof(self->nl->events_group));
+	ASSERT_EQ(0, err) TH_LOG("joining the events group as root: %s", strerror(errno));
+
+	child[0] = vmfork_fork(_metadata, self->obj[0], 0, &cid[0]);
+	child[1] = vmfork_fork(_metadata, self->obj[0], VMFORK_FORK_TEMPLATE, &cid[1]);
+	/* the template flag is not needed again, and the event says template all the same */
+	child[2] = vmfork_fork(_metadata, self->obj[0], 0, &cid[2]);
+	got = recv_events(self->nl, VMFORK_CMD_EVENT_FORK, self->msgs, 3, 3000);
+	ASSERT_EQ(3, got);
+	for (int i = 0; i < 3; i++)
+		EXPECT_EQ(cid[i], self->msgs[i].a[VMFORK_A_CHILD_ID]);
+	EXPECT_EQ(0ULL, self->msgs[0].a[VMFORK_A_FLAGS]) TH_LOG("a live fork");
+	EXPECT_EQ(VMFORK_FORK_TEMPLATE, self->msgs[1].a[VMFORK_A_FLAGS]);
+	EXPECT_EQ(VMFORK_FORK_TEMPLATE, self->msgs[2].a[VMFORK_A_FLAGS]) {
+		TH_LOG("a fork of a template without the flag is a template fork");
+	}
+	for (int i = 0; i < 3; i++)
+		close(child[i]);
+}
+
 /*
  * As an unprivileged uid: root's objects are invisible, the events group is
  * closed, the module totals are open, and an object of its own is visible.

@@ -131,7 +131,8 @@ struct vmfork_stats {
  * Multicast group VMFORK_GENL_MCGRP_EVENTS (binding needs CAP_SYS_ADMIN: it
  * announces the objects of every user), one message per event:
  *   VMFORK_CMD_EVENT_FORK     _ID (the parent), _CHILD_ID, _CREATOR_PID (the
- *                             forking task), _FLAGS (VMFORK_FORK_*),
+ *                             forking task), _FLAGS (VMFORK_FORK_*;
+ *                             _TEMPLATE for every fork of a template),
  *                             _RESIDENT_PAGES (the parent's), _DURATION_NS
  *   VMFORK_CMD_EVENT_RESET    _ID, _DROPPED_PAGES, _DURATION_NS
  *   VMFORK_CMD_EVENT_RELEASE  _ID, _RESIDENT_PAGES, _PRIVATE_PAGES
