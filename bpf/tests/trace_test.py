@@ -122,6 +122,32 @@ def _():
     assert re.search(r"^\s+OBJECT\s+COW/s\s+COW$", out, re.M), out
 
 
+@ktap.test("template forks (the flag on the first only) land in the template histogram")
+def _():
+    live, templates = 5, 5
+    p, err = start(["--json", "-i", "1"])
+    try:
+        wout, c = ktap.run_workload(WORKLOAD, live, WRITES, DELAY_MS, f"templates={templates}")
+    except BaseException:
+        p.kill()
+        p.communicate()
+        raise
+    time.sleep(1.5)
+    out, rest = stop(p)
+    ktap.show(f"vmfork-trace --json -i 1   (trace_workload {live} {WRITES} {DELAY_MS} "
+              f"templates={templates}: {wout})", out.splitlines()[-1] if out else rest)
+    assert p.returncode == 0, f"exit status {p.returncode}: {rest}"
+    assert c["forks"] == live + templates and c["template_forks"] == templates, c
+    s = parse_json_lines(out)[-1]
+    assert s["type"] == "summary", out
+    assert s["forks"] == c["forks"], (s["forks"], c)
+    assert (s["forks_live"], s["forks_template"]) == (live, templates), s
+    lat = s["fork_latency_us"]
+    assert hist_samples(lat["live"]) == live, lat
+    assert hist_samples(lat["template"]) == templates and lat["template"]["count"] == templates
+    assert s["cow_breaks"] == c["cow_breaks"] and s["resets"] == c["resets"], (s, c)
+
+
 @ktap.test("-c 2 -i 1 exits by itself after 2 intervals, status 0")
 def _():
     t0 = time.monotonic()

@@ -11,10 +11,15 @@
  * C is the sum of VMFORK_GET_STATS cow_breaks over every object, read just
  * before each is closed, so a tool that counts vmfork_cow events must match it.
  *
- * Usage: trace_workload [FORKS [WRITES [DELAY_MS [hold]]]]   (default: 20 50 50)
- * DELAY_MS between rounds spreads the events over time for per-second views.
- * With "hold", every object stays open after the line is printed, until a line
- * (or EOF) on standard input: the netlink dump can then be compared with it.
+ * Usage: trace_workload [FORKS [WRITES [DELAY_MS [hold] [templates=T]]]]
+ * (default: 20 50 50). DELAY_MS between rounds spreads the events over time for
+ * per-second views. With "hold", every object stays open after the line is
+ * printed, until a line (or EOF) on standard input: the netlink dump can then be
+ * compared with it. With templates=T, the parent is then frozen as a template
+ * (VMFORK_FORK_TEMPLATE on the first of these forks only) and T more rounds
+ * fork from it, write WRITES pages of the child and reset it; the line reads
+ *
+ *   forks=K+T cow_breaks=C resets=K+T template_forks=T
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -61,16 +66,28 @@ int main(int argc, char **argv)
 	unsigned long delay_ms = argc > 3 ? strtoul(argv[3], NULL, 0) : 50;
 	struct vmfork_create_mem create = { .size = SIZE };
 	struct timespec delay = { delay_ms / 1000, (delay_ms % 1000) * 1000000 };
-	bool hold = argc > 4 && !strcmp(argv[4], "hold");
+	unsigned long templates = 0, rounds;
 	uint64_t cows = 0, resets = 0;
 	int *held = NULL;
+	bool hold = false;
 	int dev, mem;
 	char *p;
 
+	for (int i = 4; i < argc; i++) {
+		if (!strcmp(argv[i], "hold")) {
+			hold = true;
+		} else if (!strncmp(argv[i], "templates=", 10)) {
+			templates = strtoul(argv[i] + 10, NULL, 0);
+		} else {
+			fprintf(stderr, "trace_workload: unknown argument %s\n", argv[i]);
+			return 2;
+		}
+	}
+	rounds = forks + templates;
 	if (writes > SIZE / PAGE)
 		writes = SIZE / PAGE;
 	if (hold) {
-		held = calloc(forks ? forks : 1, sizeof(*held));
+		held = calloc(rounds ? rounds : 1, sizeof(*held));
 		if (!held)
 			die("calloc");
 	}
@@ -85,14 +102,22 @@ int main(int argc, char **argv)
 		die("mmap");
 	touch(p, SIZE / PAGE, 0, 1);
 
-	for (unsigned long i = 0; i < forks; i++) {
-		struct vmfork_fork arg = { 0 };
+	for (unsigned long i = 0; i < rounds; i++) {
+		/*
+		 * The first template fork freezes the parent (no more writes to
+		 * it); later ones pass no flag: they fork a template all the same.
+		 */
+		bool tmpl = i >= forks;
+		struct vmfork_fork arg = {
+			.flags = i == forks ? VMFORK_FORK_TEMPLATE : 0,
+		};
 		int child = ioctl(mem, VMFORK_VM_FORK, &arg);
 		char *c;
 
 		if (child < 0)
 			die("VMFORK_VM_FORK");
-		touch(p, writes, i * writes, 2);
+		if (!tmpl)
+			touch(p, writes, i * writes, 2);
 		c = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, child, 0);
 		if (c == MAP_FAILED)
 			die("mmap child");
@@ -111,17 +136,20 @@ int main(int argc, char **argv)
 			nanosleep(&delay, NULL);
 	}
 	cows += cow_breaks(mem);
-	for (unsigned long i = 0; hold && i < forks; i++)
+	for (unsigned long i = 0; hold && i < rounds; i++)
 		cows += cow_breaks(held[i]);
-	printf("forks=%lu cow_breaks=%llu resets=%llu\n", forks, (unsigned long long)cows,
+	printf("forks=%lu cow_breaks=%llu resets=%llu", rounds, (unsigned long long)cows,
 	       (unsigned long long)resets);
+	if (templates)
+		printf(" template_forks=%lu", templates);
+	printf("\n");
 	if (hold) {
 		char line[16];
 
 		fflush(stdout);
 		if (!fgets(line, sizeof(line), stdin) && ferror(stdin))
 			die("stdin");
-		for (unsigned long i = 0; i < forks; i++)
+		for (unsigned long i = 0; i < rounds; i++)
 			close(held[i]);
 		free(held);
 	}
