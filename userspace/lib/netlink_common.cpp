@@ -9,7 +9,13 @@
 
 #include "vmfork/system_error.h"
 
-namespace vmfork::netlink {
+namespace vmfork {
+
+void NlSockDeleter::operator()(nl_sock* s) const noexcept {
+    nl_socket_free(s);
+}
+
+namespace netlink {
 
 int errno_of(int nle) {
     switch (nle < 0 ? -nle : nle) {
@@ -40,8 +46,8 @@ void fail(int nle, const std::string& what) {
     throw SystemError::relayed(errno_of(nle), what + ": " + nl_geterror(nle));
 }
 
-Sock connect(time_t timeout_s) {
-    Sock sock(nl_socket_alloc());
+NlSock connect(time_t timeout_s) {
+    NlSock sock(nl_socket_alloc());
     if (!sock) {
         throw SystemError(ENOMEM, "allocating a netlink socket");
     }
@@ -103,4 +109,6 @@ std::uint8_t command(nlmsghdr* h) {
     return static_cast<const genlmsghdr*>(nlmsg_data(h))->cmd;
 }
 
-} // namespace vmfork::netlink
+} // namespace netlink
+
+} // namespace vmfork

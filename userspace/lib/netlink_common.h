@@ -14,6 +14,8 @@
 #include <netlink/netlink.h>
 #include <netlink/socket.h>
 
+#include "vmfork/netlink_socket.h"
+
 namespace vmfork::netlink {
 
 // libnl returns its own NLE_* codes; the errno one stands for, for SystemError.
@@ -22,21 +24,17 @@ int errno_of(int nle);
 // Throws SystemError with errno_of(nle) and libnl's text after what.
 [[noreturn]] void fail(int nle, const std::string& what);
 
-struct SockDeleter {
-    void operator()(nl_sock* s) const noexcept { nl_socket_free(s); }
-};
 struct MsgDeleter {
     void operator()(nl_msg* m) const noexcept { nlmsg_free(m); }
 };
 struct CbDeleter {
     void operator()(nl_cb* c) const noexcept { nl_cb_put(c); }
 };
-using Sock = std::unique_ptr<nl_sock, SockDeleter>;
 using Msg = std::unique_ptr<nl_msg, MsgDeleter>;
 using Cb = std::unique_ptr<nl_cb, CbDeleter>;
 
 // A generic netlink socket, connected, with a receive timeout of timeout_s (0: none).
-Sock connect(time_t timeout_s);
+NlSock connect(time_t timeout_s);
 
 // The family's id; ENOENT "is the vmfork module loaded?" when it is not registered.
 int resolve_family(nl_sock* sock);

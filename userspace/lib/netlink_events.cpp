@@ -51,11 +51,7 @@ bool to_event(nlmsghdr* h, ModuleEvent& e) {
 
 } // namespace
 
-void NetlinkEvents::SockDeleter::operator()(nl_sock* s) const noexcept {
-    nl_socket_free(s);
-}
-
-NetlinkEvents::NetlinkEvents() : sock_(netlink::connect(0).release()) {
+NetlinkEvents::NetlinkEvents() : sock_(netlink::connect(0)) {
     family_ = netlink::resolve_family(sock_.get());
     const int group =
         genl_ctrl_resolve_grp(sock_.get(), VMFORK_GENL_NAME, VMFORK_GENL_MCGRP_EVENTS);

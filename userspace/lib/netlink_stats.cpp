@@ -114,11 +114,7 @@ Exchange exchange(nl_sock* sock, int family, std::uint8_t cmd, int flags,
 
 } // namespace
 
-void NetlinkStats::SockDeleter::operator()(nl_sock* s) const noexcept {
-    nl_socket_free(s);
-}
-
-NetlinkStats::NetlinkStats() : sock_(netlink::connect(reply_timeout_s).release()) {
+NetlinkStats::NetlinkStats() : sock_(netlink::connect(reply_timeout_s)) {
     family_ = netlink::resolve_family(sock_.get());
 }
 

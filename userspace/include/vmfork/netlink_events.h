@@ -2,10 +2,9 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <vector>
 
-struct nl_sock;
+#include "vmfork/netlink_socket.h"
 
 namespace vmfork {
 
@@ -44,10 +43,7 @@ public:
     [[nodiscard]] std::uint64_t overruns() const { return overruns_; }
 
 private:
-    struct SockDeleter {
-        void operator()(nl_sock* s) const noexcept;
-    };
-    std::unique_ptr<nl_sock, SockDeleter> sock_;
+    NlSock sock_;
     int family_ = 0;
     std::uint64_t overruns_ = 0;
 };

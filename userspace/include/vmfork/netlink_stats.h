@@ -2,11 +2,10 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <vector>
 
-struct nl_sock;
+#include "vmfork/netlink_socket.h"
 
 namespace vmfork {
 
@@ -55,10 +54,7 @@ public:
     [[nodiscard]] ModuleCounters counters();
 
 private:
-    struct SockDeleter {
-        void operator()(nl_sock* s) const noexcept;
-    };
-    std::unique_ptr<nl_sock, SockDeleter> sock_;
+    NlSock sock_;
     int family_ = 0;
 };
 
