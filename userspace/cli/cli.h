@@ -3,6 +3,7 @@
 
 // The `vmfork` command line: one function per command, errors as CliError.
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <stdexcept>
@@ -13,6 +14,7 @@
 
 #include "vmfork/control/runtime_dir.h"
 #include "vmfork/control/server.h"
+#include "vmfork/system_error.h"
 
 namespace vmfork::cli {
 
@@ -84,6 +86,19 @@ control::RuntimeDir runtime_dir();
 void check_devices();
 // Throws the CliError for a missing generic netlink family: the module is not loaded.
 [[noreturn]] void throw_module_not_loaded();
+
+// A client of the module's generic netlink family (NetlinkStats, NetlinkEvents); the
+// family missing (ENOENT) becomes the CliError that says to load the module.
+template <class Client> Client open_netlink() {
+    try {
+        return Client{};
+    } catch (const SystemError& e) {
+        if (e.error() == ENOENT) {
+            throw_module_not_loaded();
+        }
+        throw;
+    }
+}
 // Connects to a running VM; CliError "no VM named X: see `vmfork ls`" if there is none.
 control::Client connect(const control::RuntimeDir& dir, const std::string& name);
 // One request to a VM, errors as CliError naming the VM.

@@ -92,21 +92,10 @@ void print_event(const ModuleEvent& e) {
     fmt::print("{}  {:<7}  {}\n", clock_now(), kind_name(e.kind), what);
 }
 
-NetlinkEvents join_events() {
-    try {
-        return {};
-    } catch (const SystemError& e) {
-        if (e.error() == ENOENT) {
-            throw_module_not_loaded();
-        }
-        throw;
-    }
-}
-
 } // namespace
 
 int cmd_events(const EventsOptions& o) {
-    NetlinkEvents nl = join_events();
+    auto nl = open_netlink<NetlinkEvents>();
     StopSignals stop;
     std::array<pollfd, 2> fds{{{nl.fd(), POLLIN, 0}, {stop.fd(), POLLIN, 0}}};
     fmt::print(stderr, "vmfork: listening for fork, reset and release events{}; Ctrl-C stops\n",

@@ -226,21 +226,10 @@ void print_sample(const Sample& s, const std::map<std::uint64_t, double>* rates)
     fmt::print("\n");
 }
 
-NetlinkStats open_netlink() {
-    try {
-        return {};
-    } catch (const SystemError& e) {
-        if (e.error() == ENOENT) {
-            throw_module_not_loaded();
-        }
-        throw;
-    }
-}
-
 } // namespace
 
 int cmd_stats(const Globals& g, const StatsOptions& o) {
-    NetlinkStats nl = open_netlink();
+    auto nl = open_netlink<NetlinkStats>();
     const auto dir = runtime_dir();
     if (o.watch_s == 0) {
         const Sample s = take_sample(nl, dir, o.name, g.timeout);
