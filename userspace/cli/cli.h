@@ -117,8 +117,12 @@ std::vector<json> all_info(const control::RuntimeDir& dir);
 // Pages the module holds in all (netlink GET_COUNTERS), or -1 if unreadable.
 long module_pages();
 
+// The module's page size: every page count it reports is in these.
+inline constexpr std::uint64_t page_size = 4096;
+
 std::string human_bytes(double bytes);
-std::string ms(double us); // "12.3 ms" from microseconds
+std::string human_pages(double pages); // human_bytes(pages * page_size)
+std::string ms(double us);             // "12.3 ms" from microseconds
 // Prints rows as columns (the first row is the header): all left-aligned, or (Numbers)
 // the first left-aligned and the others right-aligned.
 enum class Align { Left, Numbers };

@@ -16,7 +16,7 @@ namespace vmfork::cli {
 namespace {
 
 std::uint64_t page_bytes(const json& info, const char* key) {
-    return info.at("memory").at(key).get<std::uint64_t>() * 4096;
+    return info.at("memory").at(key).get<std::uint64_t>() * page_size;
 }
 
 std::string shared_percent(const json& info) {

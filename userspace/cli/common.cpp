@@ -185,6 +185,10 @@ std::string human_bytes(double bytes) {
     return u == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.1f} {}", bytes, units[u]);
 }
 
+std::string human_pages(double pages) {
+    return human_bytes(pages * page_size);
+}
+
 std::string ms(double us) {
     return us < 1000 ? fmt::format("{:.3f} ms", us / 1000) : fmt::format("{:.1f} ms", us / 1000);
 }

@@ -125,7 +125,7 @@ int cmd_demo(const Globals& g, const DemoOptions& o) {
         }
         const double boot_s = std::chrono::duration<double>(steady_clock::now() - t_boot).count();
         fmt::print("booted and warm in {:.1f} s: {} of guest RAM resident\n", boot_s,
-                   human_bytes(parent.at("memory").at("resident_pages").get<double>() * 4096));
+                   human_pages(parent.at("memory").at("resident_pages").get<double>()));
         std::fflush(stdout);
 
         // 2. Fork the clones one request at a time: each is a live fork of the parent.
@@ -228,7 +228,7 @@ int cmd_demo(const Globals& g, const DemoOptions& o) {
         fmt::print("\n{} clones forked in {:.1f} s ({:.1f} clones/s)\n", o.clones, fork_s,
                    o.clones / fork_s);
         if (pages_now >= 0 && pages_before >= 0) {
-            const double held = static_cast<double>(pages_now - pages_before) * 4096;
+            const double held = static_cast<double>(pages_now - pages_before) * page_size;
             fmt::print("memory of all {} VMs: {} held by the module, vs {} for {} full copies "
                        "({:.1f}x less)\n",
                        o.clones + 1, human_bytes(held), human_bytes(copies), o.clones + 1,
@@ -255,9 +255,9 @@ int cmd_demo(const Globals& g, const DemoOptions& o) {
         }
     }
     if (!o.keep) {
+        const long left = module_pages();
         fmt::print("cleaned up: every demo VM stopped, module memory back to {}\n",
-                   module_pages() >= 0 ? human_bytes(static_cast<double>(module_pages()) * 4096)
-                                       : std::string("(unknown)"));
+                   left >= 0 ? human_pages(static_cast<double>(left)) : std::string("(unknown)"));
     }
     return 0;
 }

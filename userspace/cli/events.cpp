@@ -20,8 +20,6 @@ namespace vmfork::cli {
 
 namespace {
 
-constexpr std::uint64_t page = 4096;
-
 const char* kind_name(ModuleEvent::Kind k) {
     switch (k) {
     case ModuleEvent::Kind::fork:
@@ -73,20 +71,20 @@ void print_event(const ModuleEvent& e) {
     std::string what;
     switch (e.kind) {
     case ModuleEvent::Kind::fork:
-        what = fmt::format("{} -> {}  {} fork by pid {}, parent resident {}, {}", e.id, e.child_id,
-                           (e.flags & VMFORK_FORK_TEMPLATE) != 0 ? "template" : "live", e.pid,
-                           human_bytes(static_cast<double>(e.resident_pages * page)),
-                           micros(e.duration_ns));
+        what =
+            fmt::format("{} -> {}  {} fork by pid {}, parent resident {}, {}", e.id, e.child_id,
+                        (e.flags & VMFORK_FORK_TEMPLATE) != 0 ? "template" : "live", e.pid,
+                        human_pages(static_cast<double>(e.resident_pages)), micros(e.duration_ns));
         break;
     case ModuleEvent::Kind::reset:
-        what = fmt::format("{}  dropped {} pages ({}), {}", e.id, e.dropped_pages,
-                           human_bytes(static_cast<double>(e.dropped_pages * page)),
-                           micros(e.duration_ns));
+        what =
+            fmt::format("{}  dropped {} pages ({}), {}", e.id, e.dropped_pages,
+                        human_pages(static_cast<double>(e.dropped_pages)), micros(e.duration_ns));
         break;
     case ModuleEvent::Kind::release:
         what = fmt::format("{}  resident {}, private {} (its own pages, now freed)", e.id,
-                           human_bytes(static_cast<double>(e.resident_pages * page)),
-                           human_bytes(static_cast<double>(e.private_pages * page)));
+                           human_pages(static_cast<double>(e.resident_pages)),
+                           human_pages(static_cast<double>(e.private_pages)));
         break;
     }
     fmt::print("{}  {:<7}  {}\n", clock_now(), kind_name(e.kind), what);

@@ -21,8 +21,6 @@ namespace vmfork::cli {
 
 namespace {
 
-constexpr double page = 4096;
-
 json object_json(const ObjectStats& s) {
     return {{"id", s.id},
             {"parent_id", s.parent_id},
@@ -125,13 +123,13 @@ json totals(const Sample& s, const std::map<std::uint64_t, double>* rates) {
     json t = {{"objects", s.objects.size()},
               {"vms", s.vm_of.size()},
               {"guest_bytes", guest},
-              {"resident_bytes", resident * 4096},
-              {"shared_bytes", shared * 4096},
-              {"private_bytes", priv * 4096},
+              {"resident_bytes", resident * page_size},
+              {"shared_bytes", shared * page_size},
+              {"private_bytes", priv * page_size},
               {"cow_breaks", cow}};
     if (s.counters) {
         // Each page once, however many objects see it: what the tree really costs.
-        t["module_bytes"] = s.counters->pages * 4096;
+        t["module_bytes"] = s.counters->pages * page_size;
         t["module_objects"] = s.counters->objects;
         t["sharing_ratio"] = s.counters->pages == 0 ? 0.0
                                                     : static_cast<double>(resident) /
@@ -184,9 +182,9 @@ void print_sample(const Sample& s, const std::map<std::uint64_t, double>* rates)
                                         o.parent_id == 0 ? "-" : std::to_string(o.parent_id),
                                         std::to_string(o.depth),
                                         human_bytes(static_cast<double>(o.size)),
-                                        human_bytes(static_cast<double>(o.resident_pages) * page),
-                                        human_bytes(static_cast<double>(o.shared_pages) * page),
-                                        human_bytes(static_cast<double>(o.private_pages) * page),
+                                        human_pages(static_cast<double>(o.resident_pages)),
+                                        human_pages(static_cast<double>(o.shared_pages)),
+                                        human_pages(static_cast<double>(o.private_pages)),
                                         percent(o.shared_pages, o.resident_pages),
                                         std::to_string(o.cow_breaks),
                                         std::to_string(o.forks),
