@@ -234,8 +234,8 @@ int cmd_demo(const Globals& g, const DemoOptions& o) {
                        o.clones + 1, human_bytes(held), human_bytes(copies), o.clones + 1,
                        held > 0 ? copies / held : 0.0);
         } else {
-            fmt::print("memory of all {} VMs: (debugfs not readable: mount debugfs as root to "
-                       "see it)\n",
+            fmt::print("memory of all {} VMs: (the module's netlink counters could not be "
+                       "read)\n",
                        o.clones + 1);
         }
         fmt::print("page sharing: the clones share {:.2f}% of their resident pages\n",
