@@ -3,8 +3,9 @@
 #
 # Build (once per machine) the debug kernel the tests boot under QEMU: Debian's
 # linux-source-6.1 with KASAN, lockdep, kmemleak, fault injection and everything the VM
-# runner needs to boot built in (KVM is a module, as in Debian's kernels). The result is cached outside the checkout, keyed by the source
-# package version, the compiler, scripts/debug.config and this script's recipe version.
+# runner needs to boot built in (KVM is a module, as in Debian's kernels). The result
+# is cached outside the checkout, keyed by the source package version, the compiler,
+# scripts/debug.config and this script's recipe version.
 set -euo pipefail
 
 # Bump when the build recipe below changes in a way that changes the result.
@@ -27,9 +28,10 @@ Usage: scripts/debug-kernel.sh [--print-dir] [--force]
 
 Builds the vmfork debug kernel (Debian linux-source-6.1 + scripts/debug.config:
 KASAN, lockdep, kmemleak, fault injection, virtio/9p/overlay built in, KVM as
-modules) out of tree, once per machine, under /var/cache/vmfork/debug-kernel/<key>/ (override with
-VMFORK_DEBUG_KERNEL_CACHE). A cached build is reused silently. Concurrent callers
-wait for one build and share it; an interrupted build resumes on the next call.
+modules) out of tree, once per machine, under /var/cache/vmfork/debug-kernel/<key>/
+(override with VMFORK_DEBUG_KERNEL_CACHE). A cached build is reused silently.
+Concurrent callers wait for one build and share it; an interrupted build resumes on
+the next call.
 
 The cache dir holds:
   vmlinux         ELF with a PVH entry note: boot with qemu -kernel vmlinux

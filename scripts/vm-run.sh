@@ -333,9 +333,8 @@ guest_timeout=$timeout_secs
 
 {
 	echo "#!/bin/bash"
-	printf 'RELEASE=%q KO=%q SHELL_MODE=%q TIMEOUT=%q WORKDIR=%q LEAK_CHECK=%q SHARE=%q' \
-		"$release" "$ko" "$shell" "$guest_timeout" "$PWD" "$leak_check" "$share"
-	printf ' GUEST_MODULES=%q\n' "$guest_modules"
+	printf 'RELEASE=%q KO=%q SHELL_MODE=%q TIMEOUT=%q WORKDIR=%q LEAK_CHECK=%q SHARE=%q GUEST_MODULES=%q\n' \
+		"$release" "$ko" "$shell" "$guest_timeout" "$PWD" "$leak_check" "$share" "$guest_modules"
 	cat <<'GUEST'
 # Stage 2, PID 1 on the overlay root (pseudo filesystems mounted by stage 1): load kvm,
 # kvm_amd and vmfork.ko, run the command, unload vmfork.ko, report, power off.
