@@ -7,6 +7,7 @@
  */
 #include <setjmp.h>
 #include <signal.h>
+#include <stdint.h>
 #include <grp.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -82,6 +83,28 @@ static void on_sigbus(int sig)
  * In a child process inside the cgroup: writes that fit are charged, writes
  * past the limit fail cleanly. Exit codes name the step that went wrong.
  */
+/*
+ * Maps @obj so that the mapping ends on a page-table (2 MiB) boundary: its last
+ * pages then share one page table, which memcg_child() makes before the limit.
+ * At a page-granular address a table boundary can fall between them, and the
+ * read after the limit then needs a new, charged page table: the memcg OOM
+ * killer took the child once that way.
+ */
+static volatile char *map_end_aligned(int obj)
+{
+	const uintptr_t table_span = 2 * MIB;
+	uintptr_t end;
+	char *area;
+
+	area = mmap(NULL, OBJ_SIZE + table_span, PROT_NONE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (area == MAP_FAILED)
+		return MAP_FAILED;
+	end = ((uintptr_t)area + OBJ_SIZE + table_span) & ~(table_span - 1);
+	return mmap((void *)(end - OBJ_SIZE), OBJ_SIZE, PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_FIXED, obj, 0);
+}
+
 static int memcg_child(const char *cg, int obj)
 {
 	static char buf[MIB];
@@ -105,10 +128,11 @@ static int memcg_child(const char *cg, int obj)
 		return 20;
 	snprintf(path, sizeof(path), "%s/memory.current", cg);
 
-	map = mmap(NULL, OBJ_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, obj, 0);
+	map = map_end_aligned(obj);
 	if (map == MAP_FAILED)
 		return 25;
-	if (map[OBJ_SIZE - 8192] != 0)	/* maps the zero page: page table made */
+	/* maps the zero page: the table of the last pages is made */
+	if (map[OBJ_SIZE - 8192] != 0)
 		return 27;
 	signal(SIGBUS, on_sigbus);
 
