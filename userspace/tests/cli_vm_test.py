@@ -64,7 +64,15 @@ def own_reports(name, n):
         if v["reports"]["failures"]:
             raise AssertionError(f"{name}: {v['reports']['errors']}")
         return v if all(c >= n for c in v["reports"]["own_per_cpu"]) else None
-    return wait_for(f"{n} verified reports of every vCPU of {name}", ready)
+    try:
+        return wait_for(f"{n} verified reports of every vCPU of {name}", ready)
+    except AssertionError as e:
+        # The evidence for a VM that stalls: what its VMM says and what its guest printed.
+        v = info(name)
+        console = vmfork("console", name, check=False).stdout.splitlines()[-10:]
+        raise AssertionError(f"{e}\n{name}: state {v['state']}, reports {v['reports']}, "
+                             f"vcpu_errors {v['vcpu_errors']}\nconsole tail:\n"
+                             + "\n".join(console)) from None
 
 
 def verified(v, generation, parent):
