@@ -56,6 +56,9 @@ unsigned long vmfork_layer_visible(struct vmfork_layer *l);
 void vmfork_layer_freeze(struct vmfork_layer *l);
 void vmfork_layer_clear(struct vmfork_layer *l);
 void vmfork_layer_merge(struct vmfork_layer *below, struct vmfork_layer *top);
+struct vmfork_layer *vmfork_layer_join(struct vmfork_layer *upper);
+unsigned long vmfork_layer_written(struct vmfork_layer *l,
+				   struct vmfork_layer *base);
 int vmfork_layer_insert(struct vmfork_layer *l, pgoff_t pgoff,
 			struct page *page, bool is_new);
 

@@ -137,36 +137,120 @@ int vmfork_layer_insert(struct vmfork_layer *l, pgoff_t pgoff,
 }
 
 /*
+ * Moves the pages of @src into @dst. Where both have a page, @src's wins
+ * (@src_wins, and @dst's is freed) or stays in @src. @moved_new counts the
+ * moved pages at pgoffs that neither @dst nor a layer below it had. Out of
+ * memory it stops early with -ENOMEM: every page is still in one of the two
+ * layers, so a chain holding both shows what it showed before.
+ */
+static int vmfork_layer_move(struct vmfork_layer *dst, struct vmfork_layer *src,
+			     bool src_wins, unsigned long *moved_new)
+{
+	struct page *page, *old;
+	unsigned long idx;
+
+	xa_for_each(&src->pages, idx, page) {
+		if (!src_wins && xa_load(&dst->pages, idx))
+			continue;
+		old = xa_store(&dst->pages, idx, page, VMFORK_GFP);
+		if (xa_is_err(old))
+			return xa_err(old);
+		if (!old && moved_new && !vmfork_layer_lookup(dst->parent, idx))
+			(*moved_new)++;
+		xa_erase(&src->pages, idx);
+		src->nr_pages--;
+		if (old)
+			vmfork_page_put(old);
+		else
+			dst->nr_pages++;
+		if (!(idx % 512))
+			cond_resched();
+	}
+	return 0;
+}
+
+/*
  * Moves the pages of @top into @below, its parent, which only @top
  * references: the chain stays as long as it was instead of growing by one,
  * and pages that @top replaces are freed. Costs O(pages in @top).
  */
 void vmfork_layer_merge(struct vmfork_layer *below, struct vmfork_layer *top)
 {
-	unsigned long idx, moved_new = 0;
-	struct page *page, *old;
-	bool is_new;
+	unsigned long moved_new = 0;
 
 	WARN_ON_ONCE(top->parent != below || refcount_read(&below->ref) != 1);
-	xa_for_each(&top->pages, idx, page) {
-		old = xa_store(&below->pages, idx, page, GFP_KERNEL_ACCOUNT);
-		if (xa_is_err(old)) {
-			/* Out of memory: the page stays in @top, still correct. */
-			continue;
-		}
-		is_new = !old && !vmfork_layer_lookup(below->parent, idx);
-		xa_erase(&top->pages, idx);
-		top->nr_pages--;
-		if (old)
-			vmfork_page_put(old);
-		else
-			below->nr_pages++;
-		if (is_new)
-			moved_new++;
-		if (!(idx % 512))
-			cond_resched();
-	}
+	/* Out of memory the rest stays in @top, still correct. */
+	vmfork_layer_move(below, top, true, &moved_new);
 	below->nr_new += moved_new;
 	below->nr_visible += moved_new;
 	top->nr_new -= moved_new;
+}
+
+/*
+ * Joins the frozen layer @upper and its parent into one frozen layer that
+ * shows what @upper showed, moving the pages of the smaller of the two:
+ * O(min(pages in @upper, pages in its parent)). The parent must be reachable
+ * only through @upper, and @upper only through references of one owner,
+ * under that owner's lock (nobody else can look either up).
+ *
+ * Returns the layer that remains. It carries @upper's references: the caller
+ * points each of them at it. Out of memory it returns NULL and both layers
+ * stay as they were in content.
+ */
+struct vmfork_layer *vmfork_layer_join(struct vmfork_layer *upper)
+{
+	struct vmfork_layer *lower = upper->parent, *keep;
+	unsigned long visible = upper->nr_visible;
+	unsigned int len = upper->chain_len - 1;
+
+	WARN_ON_ONCE(!upper->frozen || !lower || refcount_read(&lower->ref) != 1);
+	if (upper->nr_pages <= lower->nr_pages) {
+		/* @lower takes @upper's place and references. */
+		if (vmfork_layer_move(lower, upper, true, NULL))
+			return NULL;
+		refcount_set(&lower->ref, refcount_read(&upper->ref));
+		upper->parent = NULL;
+		refcount_set(&upper->ref, 1);
+		vmfork_layer_put(upper);
+		keep = lower;
+	} else {
+		/* @upper takes @lower's pages that it does not shadow. */
+		if (vmfork_layer_move(upper, lower, false, NULL))
+			return NULL;
+		upper->parent = lower->parent;
+		lower->parent = NULL;
+		vmfork_layer_put(lower);	/* with the pages @upper shadows */
+		keep = upper;
+	}
+	keep->nr_visible = visible;
+	keep->chain_len = len;
+	keep->nr_new = visible - (keep->parent ? keep->parent->nr_visible : 0);
+	return keep;
+}
+
+/*
+ * Number of pgoffs that @l or a layer below it down to @base (excluded) has:
+ * what a return to @base drops. O(those layers' pages times their number).
+ */
+unsigned long vmfork_layer_written(struct vmfork_layer *l,
+				   struct vmfork_layer *base)
+{
+	struct vmfork_layer *k, *m;
+	unsigned long idx, n = 0;
+	struct page *page;
+
+	if (l->parent == base)
+		return l->nr_pages;
+	for (k = l; k && k != base; k = k->parent) {
+		xa_for_each(&k->pages, idx, page) {
+			/* Counted once, in the highest layer that has it. */
+			for (m = l; m != k && !xa_load(&m->pages, idx); m = m->parent)
+				;
+			if (m == k)
+				n++;
+			if (!(idx % 512))
+				cond_resched();
+		}
+	}
+	return n;
 }

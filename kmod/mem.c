@@ -33,6 +33,7 @@
 #include <linux/module.h>
 #include <linux/mount.h>
 #include <linux/pagemap.h>
+#include <linux/pfn_t.h>
 #include <linux/pseudo_fs.h>
 #include <linux/sched/signal.h>
 #include <linux/seq_file.h>
@@ -67,6 +68,7 @@ struct vmfork_mem {
 	u64 cow_breaks;
 	u64 forks;
 	u64 resets;
+	bool published;			/* announced: listed, and a RELEASE event owed */
 
 	struct inode *inode;
 	struct list_head node;		/* in vmfork_objects */
@@ -81,8 +83,6 @@ static unsigned int vmfork_objects_gen;
 
 static atomic64_t vmfork_next_id = ATOMIC64_INIT(0);
 static struct vfsmount *vmfork_mnt;
-/* Mapped read-only where no layer has a page: reading memory costs nothing. */
-static struct page *vmfork_zero_page;
 
 static const struct file_operations vmfork_mem_fops;
 
@@ -177,6 +177,7 @@ static void vmfork_mem_zap_private(struct vmfork_mem *mem)
 			vmfork_mem_zap(mem, start, end - start);
 		start = idx;
 		end = idx + 1;
+		cond_resched();
 	}
 	if (end > start)
 		vmfork_mem_zap(mem, start, end - start);
@@ -203,6 +204,8 @@ static void vmfork_mem_wait_writers(struct vmfork_mem *mem)
 			lock_page(page);
 			unlock_page(page);
 		}
+		if (!(idx % 512))
+			cond_resched();
 	}
 }
 
@@ -262,7 +265,9 @@ static vm_fault_t vmfork_fault(struct vm_fault *vmf)
 	if (vmf->pgoff >= mem->npages)
 		return VM_FAULT_SIGBUS;
 
-	mutex_lock(&mem->lock);
+	/* A task that is being killed does not wait for a long fork. */
+	if (mutex_lock_killable(&mem->lock))
+		return VM_FAULT_SIGBUS;
 	if (vmf->flags & FAULT_FLAG_WRITE) {
 		page = vmfork_mem_private_page(mem, vmf->pgoff);
 		if (IS_ERR(page)) {
@@ -271,8 +276,17 @@ static vm_fault_t vmfork_fault(struct vm_fault *vmf)
 		}
 	} else {
 		page = vmfork_layer_lookup(mem->top, vmf->pgoff);
-		if (!page)
-			page = vmfork_zero_page;
+		if (!page) {
+			/*
+			 * A hole: the kernel's zero page, as a special PTE that
+			 * takes no reference or mapcount on it (one per PTE on
+			 * one page would wrap). GUP and KVM know that page; the
+			 * first store goes to ->pfn_mkwrite.
+			 */
+			ret = vmf_insert_mixed(vmf->vma, vmf->address & PAGE_MASK,
+					       pfn_to_pfn_t(my_zero_pfn(vmf->address)));
+			goto out;
+		}
 	}
 	/* Read-only (write-notify): the first store goes to ->page_mkwrite. */
 	err = vm_insert_page(vmf->vma, vmf->address & PAGE_MASK, page);
@@ -291,18 +305,20 @@ static vm_fault_t vmfork_page_mkwrite(struct vm_fault *vmf)
 	struct page *page;
 	vm_fault_t ret;
 
-	mutex_lock(&mem->lock);
+	if (mutex_lock_killable(&mem->lock))
+		return VM_FAULT_SIGBUS;
 	page = vmfork_mem_private_page(mem, vmf->pgoff);
 	if (IS_ERR(page)) {
 		ret = VMFORK_FAULT_ERROR;
-	} else if (page == vmf->page) {
+	} else if (vmf->page && page == vmf->page) {
 		/* Locked under mem->lock: see vmfork_mem_wait_writers(). */
 		lock_page(page);
 		ret = VM_FAULT_LOCKED;
 	} else {
 		/*
-		 * The PTE maps a shared page, the zero page or a page a fork
-		 * or reset replaced: the retry maps the private page.
+		 * The PTE maps a shared page, the zero page (->pfn_mkwrite,
+		 * no vmf->page) or a page a fork or reset replaced: the retry
+		 * maps the private page.
 		 */
 		vmfork_mem_zap(mem, vmf->pgoff, 1);
 		ret = VM_FAULT_NOPAGE;
@@ -314,6 +330,8 @@ static vm_fault_t vmfork_page_mkwrite(struct vm_fault *vmf)
 static const struct vm_operations_struct vmfork_vm_ops = {
 	.fault		= vmfork_fault,
 	.page_mkwrite	= vmfork_page_mkwrite,
+	/* A store to a hole: without it core mm would make the zero page writable. */
+	.pfn_mkwrite	= vmfork_page_mkwrite,
 };
 
 static int vmfork_mem_mmap(struct file *file, struct vm_area_struct *vma)
@@ -352,7 +370,11 @@ static ssize_t vmfork_mem_read_iter(struct kiocb *iocb, struct iov_iter *to)
 				  (size_t)(mem->size - pos));
 		struct page *page;
 
-		mutex_lock(&mem->lock);
+		if (mutex_lock_killable(&mem->lock)) {
+			if (!done)
+				done = -EINTR;
+			break;
+		}
 		page = vmfork_layer_lookup(mem->top, pos >> PAGE_SHIFT);
 		if (page)
 			get_page(page);
@@ -410,7 +432,10 @@ static ssize_t vmfork_mem_write_iter(struct kiocb *iocb, struct iov_iter *from)
 			err = -EFAULT;
 			break;
 		}
-		mutex_lock(&mem->lock);
+		if (mutex_lock_killable(&mem->lock)) {
+			err = -EINTR;
+			break;
+		}
 		page = vmfork_mem_private_page(mem, pos >> PAGE_SHIFT);
 		if (!IS_ERR(page))
 			memcpy_page(page, off, bounce, off, n);
@@ -440,16 +465,129 @@ static loff_t vmfork_mem_llseek(struct file *file, loff_t offset, int whence)
 }
 
 /*
+ * Whether something beyond @mem's layer and page tables holds @page: a GUP
+ * pin or reference taken for I/O (O_DIRECT, io_uring, vhost,
+ * process_vm_writev) that may still write to it. Core mm's fork() asks the
+ * same of anonymous pages (folio_maybe_dma_pinned()); plain references count
+ * too, since O_DIRECT on 6.1 takes them without FOLL_PIN. A false positive
+ * (a pread() copying the page out right now) only costs a copy.
+ */
+static bool vmfork_page_maybe_pinned(struct page *page)
+{
+	return page_count(page) > 1 + vmfork_page_mapcount(page);
+}
+
+/*
+ * Keeps the pages of @mem's top layer that may be under I/O out of the layer
+ * a fork freezes: each moves to @spare, the parent's next top layer, and the
+ * layer being frozen gets a copy made now. I/O in flight across the fork then
+ * lands in the parent only, and whole, as with anonymous memory and fork();
+ * the child sees the page as it was at the fork. Returns the number of pages
+ * moved, or -ENOMEM with @mem as it was.
+ */
+static long vmfork_mem_keep_pinned(struct vmfork_mem *mem,
+				   struct vmfork_layer *spare)
+{
+	struct vmfork_layer *top = mem->top;
+	struct page *page, *copy;
+	unsigned long idx;
+	long moved = 0;
+	int err;
+
+	lockdep_assert_held(&mem->lock);
+	xa_for_each(&top->pages, idx, page) {
+		if (!vmfork_page_maybe_pinned(page))
+			continue;
+		copy = vmfork_page_alloc();
+		if (!copy) {
+			err = -ENOMEM;
+			goto undo;
+		}
+		err = xa_err(xa_store(&spare->pages, idx, page, VMFORK_GFP));
+		if (err) {
+			vmfork_page_put(copy);
+			goto undo;
+		}
+		copy_highpage(copy, page);
+		/* Replaces a present entry: no allocation, cannot fail. */
+		xa_store(&top->pages, idx, copy, GFP_NOWAIT);
+		spare->nr_pages++;
+		moved++;
+	}
+	return moved;
+
+undo:
+	xa_for_each(&spare->pages, idx, page) {
+		vmfork_page_put(xa_store(&top->pages, idx, page, GFP_NOWAIT));
+		xa_erase(&spare->pages, idx);
+	}
+	spare->nr_pages = 0;
+	return err;
+}
+
+/*
+ * Whether only @mem reaches @l, a frozen layer of its chain whose layer
+ * above only @mem reaches too: @l's references are that layer's and, for
+ * @mem's fork base, that one. Other objects can only drop references to such
+ * a layer (a new one takes a fork of @mem, under mem->lock), so the answer
+ * holds while mem->lock is held.
+ */
+static bool vmfork_mem_owns(struct vmfork_mem *mem, struct vmfork_layer *l)
+{
+	return refcount_read(&l->ref) == 1 + (l == mem->fork_base);
+}
+
+/*
+ * Joins neighbouring frozen layers that only @mem reaches. Their other users
+ * (a parent that forked @mem and closed, children that ended) are gone, so
+ * nothing tells them apart: without this, "fork a child, close the parent"
+ * repeated grows the chain, and every lookup, by a layer per generation.
+ * What remains of that part of the chain is at most two layers: the fork
+ * base (a reset returns to it, so nothing above may move into it) and one
+ * above it. Costs O(pages of the smaller layer) per join.
+ */
+static void vmfork_mem_collapse(struct vmfork_mem *mem)
+{
+	struct vmfork_layer *above = mem->top, *l = above->parent, *lower, *keep;
+	unsigned int n = 0, base;
+
+	lockdep_assert_held(&mem->lock);
+	while (l && vmfork_mem_owns(mem, l)) {
+		lower = l->parent;
+		/* @lower reached only through @l: not the fork base either. */
+		if (lower && refcount_read(&lower->ref) == 1 &&
+		    lower != mem->fork_base) {
+			keep = vmfork_layer_join(l);
+			if (keep) {
+				above->parent = keep;
+				if (mem->fork_base == l)
+					mem->fork_base = keep;
+				l = keep;
+				continue;
+			}
+		}
+		above = l;
+		l = lower;
+		n++;
+	}
+	/* The @n layers walked sit on @l, which keeps its length. */
+	base = l ? l->chain_len : 0;
+	for (l = mem->top->parent; n; l = l->parent, n--)
+		l->chain_len = base + n;
+}
+
+/*
  * Freezes @mem's pages so that a child can share them and returns the frozen
  * layer the child starts on, with a reference for the caller (NULL when @mem
- * has never had data). @spare is an empty layer that becomes @mem's new top
- * if one is needed; it is set to NULL when used.
+ * has never had data), or an ERR_PTR. @spare is an empty layer that becomes
+ * @mem's new top if one is needed; it is set to NULL when used.
  */
 static struct vmfork_layer *vmfork_mem_freeze(struct vmfork_mem *mem,
 					      struct vmfork_layer **spare,
 					      bool template)
 {
-	struct vmfork_layer *top = mem->top, *below = top->parent;
+	struct vmfork_layer *top = mem->top, *below;
+	long pinned;
 
 	lockdep_assert_held(&mem->lock);
 	if (mem->template)
@@ -458,24 +596,37 @@ static struct vmfork_layer *vmfork_mem_freeze(struct vmfork_mem *mem,
 	/* After this no writable PTE maps a page of @top, nor can again. */
 	vmfork_mem_zap_private(mem);
 	vmfork_mem_wait_writers(mem);
+	pinned = vmfork_mem_keep_pinned(mem, *spare);
+	if (pinned < 0)
+		return ERR_PTR(pinned);
+	vmfork_mem_collapse(mem);
+	below = top->parent;
 
 	if (template) {
+		/* A template never changes: I/O in flight ends in pages nobody sees. */
+		vmfork_layer_clear(*spare);
 		vmfork_layer_freeze(top);
 		WRITE_ONCE(mem->template, true);
 		return vmfork_layer_get(top);
 	}
-	if (!top->nr_pages)
-		return vmfork_layer_get(below);
 	if (below && refcount_read(&below->ref) == 1) {
 		/*
 		 * Only @top holds @below (its other users are gone, and a
 		 * fork_base would hold a reference): fold @top into it so that
-		 * fork, run, kill loops do not grow the chain. Nobody can take
-		 * a new reference on @below: that needs a fork of @mem.
+		 * fork, run, kill loops do not grow the chain.
 		 */
 		vmfork_layer_merge(below, top);
-		if (!top->nr_pages)
-			return vmfork_layer_get(below);
+	}
+	if (!top->nr_pages) {
+		if (pinned) {
+			/* @spare, holding the pinned pages, replaces @top. */
+			(*spare)->parent = below;
+			top->parent = NULL;
+			vmfork_layer_put(top);
+			mem->top = *spare;
+			*spare = NULL;
+		}
+		return vmfork_layer_get(below);
 	}
 	vmfork_layer_freeze(top);
 	(*spare)->parent = top;	/* takes over @mem's reference */
@@ -535,6 +686,7 @@ err_mem:
 static void vmfork_mem_publish(struct vmfork_mem *mem)
 {
 	mutex_lock(&vmfork_objects_lock);
+	mem->published = true;
 	list_add_tail(&mem->node, &vmfork_objects);
 	vmfork_objects_gen++;
 	mutex_unlock(&vmfork_objects_lock);
@@ -616,6 +768,13 @@ static long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg)
 	}
 	base = vmfork_mem_freeze(parent, &spare,
 				 arg.flags & VMFORK_FORK_TEMPLATE);
+	if (IS_ERR(base)) {
+		mutex_unlock(&parent->lock);
+		fput(file);	/* @child was never published: no event */
+		put_unused_fd(fd);
+		fd = PTR_ERR(base);
+		goto out;
+	}
 	/* @child is not published yet: nobody else can see it. */
 	child->top->parent = base;
 	child->fork_base = vmfork_layer_get(base);
@@ -660,7 +819,7 @@ static long vmfork_mem_reset(struct vmfork_mem *mem, unsigned long flags)
 		ret = -EPERM;
 		goto out;
 	}
-	dropped = top->nr_pages;
+	dropped = vmfork_layer_written(top, mem->fork_base);
 	if (top->parent == mem->fork_base) {
 		/* Only @top differs from the fork-time content: O(its pages). */
 		vmfork_mem_zap_private(mem);
@@ -719,10 +878,12 @@ static int vmfork_mem_release(struct inode *inode, struct file *file)
 	vmfork_objects_gen++;
 	mutex_unlock(&vmfork_objects_lock);
 	/* The last reference: nothing else can reach @mem, no lock needed. */
-	resident = vmfork_layer_visible(mem->top);
-	private = mem->template ? 0 : mem->top->nr_pages;
-	trace_vmfork_release(mem->id, resident, private);
-	vmfork_nl_notify_release(mem->id, resident, private);
+	if (mem->published) {
+		resident = vmfork_layer_visible(mem->top);
+		private = mem->template ? 0 : mem->top->nr_pages;
+		trace_vmfork_release(mem->id, resident, private);
+		vmfork_nl_notify_release(mem->id, resident, private);
+	}
 	vmfork_mem_free(mem);
 	return 0;
 }
@@ -822,19 +983,11 @@ static struct file_system_type vmfork_fs_type = {
 
 int vmfork_mem_init(void)
 {
-	vmfork_zero_page = alloc_page(GFP_KERNEL | __GFP_ZERO);
-	if (!vmfork_zero_page)
-		return -ENOMEM;
 	vmfork_mnt = kern_mount(&vmfork_fs_type);
-	if (IS_ERR(vmfork_mnt)) {
-		__free_page(vmfork_zero_page);
-		return PTR_ERR(vmfork_mnt);
-	}
-	return 0;
+	return PTR_ERR_OR_ZERO(vmfork_mnt);
 }
 
 void vmfork_mem_exit(void)
 {
 	kern_unmount(vmfork_mnt);
-	__free_page(vmfork_zero_page);
 }

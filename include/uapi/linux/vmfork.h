@@ -55,6 +55,16 @@ struct vmfork_create_mem {
  * set to the child's id. With VMFORK_FORK_TEMPLATE the parent is first frozen
  * for good as a read-only template; later forks of a template need not pass the
  * flag. A template's own writable mappings fault with SIGBUS from then on.
+ *
+ * Pages under I/O at the fork (pinned or referenced by O_DIRECT, io_uring,
+ * vhost, process_vm_writev, ...) stay the parent's: the child gets a copy made
+ * at the fork, and I/O still in flight lands in the parent only, as with
+ * anonymous memory and fork(). A template keeps the content of the fork
+ * instant; I/O still in flight into it ends in pages nobody sees. Long-term
+ * pins (FOLL_LONGTERM: VFIO, RDMA) are treated the same at every fork where
+ * the kernel grants them; 6.12's GUP refuses writable ones on these mappings
+ * (-EFAULT), and io_uring fixed buffers are refused on both 6.1 (-EOPNOTSUPP,
+ * file-backed memory) and 6.12.
  */
 #define VMFORK_FORK_TEMPLATE	(1ULL << 0)
 #define VMFORK_FORK_FLAGS	(VMFORK_FORK_TEMPLATE)
