@@ -5,6 +5,9 @@
  * Every level must see exactly its ancestors' writes up to its fork point.
  * The chain is then torn down forward, in reverse and in random order,
  * checking every survivor after each close (fd and mapping).
+ *
+ * Then the long-lived tree: a thousand generations of "fork a child, close the
+ * parent" must leave a chain of constant length, and a reset still returns.
  */
 #include <stdio.h>
 
@@ -208,6 +211,78 @@ TEST_F_TIMEOUT(chain, writes_after_middle_close, 60)
 		ASSERT_EQ(expected(l, NPAGES - 1), self->map[l][(NPAGES - 1) * PG / 8]);
 		ASSERT_EQ(expected(l, 1), self->map[l][PG / 8]);
 	}
+}
+
+#define GENERATIONS	1000
+#define GEN_PAGES	8
+
+/*
+ * Generation g writes page g % GEN_PAGES (tag g), forks generation g + 1 and
+ * closes itself; g + 1 first checks every page. Optionally each generation
+ * forks without writing first, and a reset of the last one returns it to its
+ * fork point. chain_length must stay at a small constant: interior layers
+ * that only one object reaches are joined.
+ */
+static void generations(META, bool write_every_time)
+{
+	__u64 want[GEN_PAGES] = { 0 };
+	struct vmfork_stats st;
+	__u64 max_chain = 0;
+	unsigned int g, p;
+	int dev, cur, child;
+
+	dev = __vmfork_open();
+	ASSERT_LE(0, dev) TH_LOG("open " VMFORK_DEV_PATH ": %s", strerror(errno));
+	cur = vmfork_create(_metadata, dev, PAGES(GEN_PAGES), NULL);
+	for (g = 0; g < GENERATIONS; g++) {
+		if (write_every_time || g % 3 == 0) {
+			poke64(_metadata, cur, g % GEN_PAGES, 0, 0x9000 + g);
+			want[g % GEN_PAGES] = 0x9000 + g;
+		}
+		child = vmfork_fork(_metadata, cur, 0, NULL);
+		close(cur);
+		cur = child;
+		vmfork_stats(_metadata, cur, &st);
+		if (st.chain_length > max_chain)
+			max_chain = st.chain_length;
+		if (g % 97 && g != GENERATIONS - 1)
+			continue;
+		for (p = 0; p < GEN_PAGES; p++) {
+			ASSERT_EQ(want[p], peek64(_metadata, cur, p, 0)) {
+				TH_LOG("generation %u page %u: the latest write before its fork",
+				       g + 1, p);
+			}
+		}
+	}
+	EXPECT_GE(3ULL, max_chain) {
+		TH_LOG("%u generations of {write, fork, close the parent} must keep chain_length at most 3, reached %llu",
+		       GENERATIONS, (unsigned long long)max_chain);
+	}
+	EXPECT_EQ((__u64)GENERATIONS, st.depth);
+	/* A reset of the last generation returns to its fork point. */
+	poke64(_metadata, cur, 0, 0, 0xdead);
+	vmfork_reset(_metadata, cur);
+	for (p = 0; p < GEN_PAGES; p++)
+		ASSERT_EQ(want[p], peek64(_metadata, cur, p, 0));
+	close(cur);
+	close(dev);
+}
+
+FIXTURE(gen) {
+	int unused;
+};
+
+FIXTURE_SETUP(gen) {}
+FIXTURE_TEARDOWN(gen) {}
+
+TEST_F_TIMEOUT(gen, keep_the_chain_short, 120)
+{
+	generations(_metadata, true);
+}
+
+TEST_F_TIMEOUT(gen, that_skip_writes_keep_the_chain_short, 120)
+{
+	generations(_metadata, false);
 }
 
 VMFORK_LEAK_CHECK_TEST()

@@ -601,6 +601,66 @@ TEST_F(nl, one_event_per_fork_reset_and_release)
 	}
 }
 
+/*
+ * A child that forked since its own fork point: the reset drops the pages it
+ * wrote before that fork too (now in a frozen layer its grandchild shares),
+ * each pgoff once.
+ */
+TEST_F(nl, reset_counts_writes_from_before_a_later_fork)
+{
+	int child, grandchild, got, err;
+	__u64 cid, before;
+
+	err = setsockopt(self->nl->fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP,
+			 &self->nl->events_group, sizeof(self->nl->events_group));
+	ASSERT_EQ(0, err) TH_LOG("joining the events group as root: %s", strerror(errno));
+
+	child = vmfork_fork(_metadata, self->obj[0], 0, &cid);
+	before = peek64(_metadata, child, 2, 0);
+	poke64(_metadata, child, 1, 0, 7);	/* pgoffs 1, 2 before the next fork */
+	poke64(_metadata, child, 2, 0, 7);
+	grandchild = vmfork_fork(_metadata, child, 0, NULL);
+	poke64(_metadata, child, 2, 0, 8);	/* 2 again, and 12, after it */
+	poke64(_metadata, child, 12, 0, 8);
+	vmfork_reset(_metadata, child);
+	got = recv_events(self->nl, VMFORK_CMD_EVENT_RESET, self->msgs, 1, 3000);
+	ASSERT_EQ(1, got);
+	EXPECT_EQ(cid, self->msgs[0].a[VMFORK_A_ID]);
+	EXPECT_EQ(3ULL, self->msgs[0].a[VMFORK_A_DROPPED_PAGES]) {
+		TH_LOG("pgoffs 1, 2 and 12 were written since the fork point");
+	}
+	EXPECT_EQ(before, peek64(_metadata, child, 2, 0)) TH_LOG("back at the fork point");
+	EXPECT_EQ(7ULL, peek64(_metadata, grandchild, 2, 0)) TH_LOG("the grandchild keeps its view");
+	close(grandchild);
+	close(child);
+}
+
+/*
+ * A fork whose child id cannot be copied out fails with -EFAULT: its child
+ * object was never announced, so neither a FORK nor a RELEASE event may name it.
+ */
+TEST_F(nl, a_failed_fork_announces_nothing)
+{
+	struct vmfork_fork *args;
+	struct vmfork_msg m;
+	int err;
+
+	err = setsockopt(self->nl->fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP,
+			 &self->nl->events_group, sizeof(self->nl->events_group));
+	ASSERT_EQ(0, err) TH_LOG("joining the events group as root: %s", strerror(errno));
+	args = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, args);
+	memset(args, 0, sizeof(*args));
+	ASSERT_EQ(0, mprotect(args, PG, PROT_READ));	/* readable, not writable */
+	EXPECT_EQ(-1, __vmfork_fork_args(self->obj[0], args));
+	EXPECT_EQ(EFAULT, errno);
+	EXPECT_EQ(0, recv_events(self->nl, VMFORK_CMD_EVENT_RELEASE, &m, 1, 300)) {
+		TH_LOG("no RELEASE event for a child that was never announced (id %llu)",
+		       (unsigned long long)m.a[VMFORK_A_ID]);
+	}
+	munmap(args, PG);
+}
+
 TEST_F(nl, a_fork_of_a_template_is_announced_as_one)
 {
 	int child[3], got, err;
