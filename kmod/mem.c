@@ -33,7 +33,6 @@
 #include <linux/module.h>
 #include <linux/mount.h>
 #include <linux/pagemap.h>
-#include <linux/pfn_t.h>
 #include <linux/pseudo_fs.h>
 #include <linux/sched/signal.h>
 #include <linux/seq_file.h>
@@ -85,6 +84,50 @@ static atomic64_t vmfork_next_id = ATOMIC64_INIT(0);
 static struct vfsmount *vmfork_mnt;
 
 static const struct file_operations vmfork_mem_fops;
+
+/*
+ * Holes map a zero page of the module's, read-only, through vm_insert_page():
+ * a reference and a mapcount per PTE. (The kernel's shared zero page as a
+ * special PTE would take neither, but 6.12 refuses it in a writable
+ * MAP_SHARED mapping.) So that no count can wrap, the page in use is replaced
+ * by a new one once it has zero_page_max_maps references; the PTEs of the old
+ * one keep it alive until they are gone. Its count is then bounded by that
+ * limit plus the faults in flight.
+ */
+static struct page *vmfork_zero_page;	/* one reference is the module's */
+static DEFINE_SPINLOCK(vmfork_zero_lock);	/* protects the pointer */
+static unsigned long vmfork_zero_page_max_maps = 1UL << 30;
+module_param_named(zero_page_max_maps, vmfork_zero_page_max_maps, ulong, 0644);
+MODULE_PARM_DESC(zero_page_max_maps, "References after which holes get a new zero page (default 2^30)");
+
+/* The zero page to map now, with a reference for the caller. */
+static struct page *vmfork_zero_get(void)
+{
+	struct page *zero, *fresh = NULL, *old = NULL;
+	bool full;
+
+	spin_lock(&vmfork_zero_lock);
+	full = page_count(vmfork_zero_page) > READ_ONCE(vmfork_zero_page_max_maps);
+	spin_unlock(&vmfork_zero_lock);
+	/* Without memory the old page serves on: the limit is far below the wrap. */
+	if (unlikely(full))
+		fresh = alloc_page(GFP_KERNEL | __GFP_ZERO);
+
+	spin_lock(&vmfork_zero_lock);
+	if (fresh && page_count(vmfork_zero_page) > READ_ONCE(vmfork_zero_page_max_maps)) {
+		old = vmfork_zero_page;
+		vmfork_zero_page = fresh;
+		fresh = NULL;
+	}
+	zero = vmfork_zero_page;
+	get_page(zero);
+	spin_unlock(&vmfork_zero_lock);
+	if (old)
+		put_page(old);	/* the module's reference */
+	if (fresh)
+		__free_page(fresh);
+	return zero;
+}
 
 static struct vmfork_mem *vmfork_mem_alloc(loff_t size)
 {
@@ -258,7 +301,7 @@ static struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgof
 static vm_fault_t vmfork_fault(struct vm_fault *vmf)
 {
 	struct vmfork_mem *mem = vmf->vma->vm_file->private_data;
-	struct page *page;
+	struct page *page, *zero = NULL;
 	vm_fault_t ret;
 	int err;
 
@@ -277,15 +320,8 @@ static vm_fault_t vmfork_fault(struct vm_fault *vmf)
 	} else {
 		page = vmfork_layer_lookup(mem->top, vmf->pgoff);
 		if (!page) {
-			/*
-			 * A hole: the kernel's zero page, as a special PTE that
-			 * takes no reference or mapcount on it (one per PTE on
-			 * one page would wrap). GUP and KVM know that page; the
-			 * first store goes to ->pfn_mkwrite.
-			 */
-			ret = vmf_insert_mixed(vmf->vma, vmf->address & PAGE_MASK,
-					       pfn_to_pfn_t(my_zero_pfn(vmf->address)));
-			goto out;
+			zero = vmfork_zero_get();
+			page = zero;
 		}
 	}
 	/* Read-only (write-notify): the first store goes to ->page_mkwrite. */
@@ -296,6 +332,8 @@ static vm_fault_t vmfork_fault(struct vm_fault *vmf)
 		ret = VM_FAULT_NOPAGE;
 out:
 	mutex_unlock(&mem->lock);
+	if (zero)
+		put_page(zero);
 	return ret;
 }
 
@@ -310,15 +348,14 @@ static vm_fault_t vmfork_page_mkwrite(struct vm_fault *vmf)
 	page = vmfork_mem_private_page(mem, vmf->pgoff);
 	if (IS_ERR(page)) {
 		ret = VMFORK_FAULT_ERROR;
-	} else if (vmf->page && page == vmf->page) {
+	} else if (page == vmf->page) {
 		/* Locked under mem->lock: see vmfork_mem_wait_writers(). */
 		lock_page(page);
 		ret = VM_FAULT_LOCKED;
 	} else {
 		/*
-		 * The PTE maps a shared page, the zero page (->pfn_mkwrite,
-		 * no vmf->page) or a page a fork or reset replaced: the retry
-		 * maps the private page.
+		 * The PTE maps a shared page, a zero page or a page a fork or
+		 * reset replaced: the retry maps the private page.
 		 */
 		vmfork_mem_zap(mem, vmf->pgoff, 1);
 		ret = VM_FAULT_NOPAGE;
@@ -330,8 +367,6 @@ static vm_fault_t vmfork_page_mkwrite(struct vm_fault *vmf)
 static const struct vm_operations_struct vmfork_vm_ops = {
 	.fault		= vmfork_fault,
 	.page_mkwrite	= vmfork_page_mkwrite,
-	/* A store to a hole: without it core mm would make the zero page writable. */
-	.pfn_mkwrite	= vmfork_page_mkwrite,
 };
 
 static int vmfork_mem_mmap(struct file *file, struct vm_area_struct *vma)
@@ -983,11 +1018,19 @@ static struct file_system_type vmfork_fs_type = {
 
 int vmfork_mem_init(void)
 {
+	vmfork_zero_page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	if (!vmfork_zero_page)
+		return -ENOMEM;
 	vmfork_mnt = kern_mount(&vmfork_fs_type);
-	return PTR_ERR_OR_ZERO(vmfork_mnt);
+	if (IS_ERR(vmfork_mnt)) {
+		put_page(vmfork_zero_page);
+		return PTR_ERR(vmfork_mnt);
+	}
+	return 0;
 }
 
 void vmfork_mem_exit(void)
 {
 	kern_unmount(vmfork_mnt);
+	put_page(vmfork_zero_page);
 }

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Holes: pages no layer has read as zero. They are mapped with the kernel's
- * zero page as a special PTE, which takes no reference or mapcount on that
- * page (one per PTE would wrap its refcount at about 2^32 mapped holes) and
- * counts in nobody's RSS. A large sparse object is read end to end; then a
- * store, a GUP write (process_vm_writev) and a GUP read (write to a pipe) on
- * holes that were read before must behave like ordinary memory, and the zero
- * page must stay zero.
+ * Holes: pages no layer has read as zero. They map a zero page of the
+ * module's, read-only, with a reference and a mapcount per PTE; so that no
+ * count can wrap, the module moves to a new zero page once one has
+ * zero_page_max_maps references. A large sparse object is read end to end
+ * with that limit lowered: every hole reads zero and no zero page is mapped
+ * more than the limit. Then a store, a GUP write (process_vm_writev) and a GUP
+ * read (write to a pipe) on holes that were read before must behave like
+ * ordinary memory.
  */
 #include <stdio.h>
 #include <sys/uio.h>
@@ -16,29 +17,49 @@
 #define SPARSE_SIZE	(256ULL << 20)
 #define SPARSE_PAGES	(SPARSE_SIZE / PG)
 #define DATA_PAGE	100ULL
+#define MAX_MAPS_PATH	"/sys/module/vmfork/parameters/zero_page_max_maps"
+#define TEST_MAX_MAPS	4096ULL
+#define PFN_MASK	((1ULL << 55) - 1)
 
-/* Rss of the mapping that starts at @addr, in KiB, from /proc/self/smaps; -1 if absent. */
-static long rss_kib(const void *addr)
+/* The PFN behind each page of [addr, addr + n pages), from /proc/self/pagemap (root). */
+static int pfns_of(const void *addr, __u64 n, __u64 *pfn)
 {
-	unsigned long start, end;
-	char line[512];
-	bool in = false;
-	long kib = -1;
-	FILE *f;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	off_t off = (unsigned long)addr / PG * 8;
+	ssize_t len = n * 8;
+	__u64 i;
 
-	f = fopen("/proc/self/smaps", "r");
-	if (!f)
+	if (fd < 0)
 		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &start, &end) == 2) {
-			in = start == (unsigned long)addr;
-			continue;
-		}
-		if (in && sscanf(line, "Rss: %ld kB", &kib) == 1)
-			break;
+	if (pread(fd, pfn, len, off) != len) {
+		close(fd);
+		return -1;
 	}
-	fclose(f);
-	return kib;
+	close(fd);
+	for (i = 0; i < n; i++)
+		pfn[i] = (pfn[i] >> 63) ? pfn[i] & PFN_MASK : 0;
+	return 0;
+}
+
+/* How many PTEs map @pfn, from /proc/kpagecount. */
+static __u64 mapcount_of(__u64 pfn)
+{
+	__u64 count = 0;
+	int fd = open("/proc/kpagecount", O_RDONLY);
+
+	if (fd >= 0) {
+		if (pread(fd, &count, 8, pfn * 8) != 8)
+			count = 0;
+		close(fd);
+	}
+	return count;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	__u64 x = *(const __u64 *)a, y = *(const __u64 *)b;
+
+	return x < y ? -1 : x > y;
 }
 
 FIXTURE(holes) {
@@ -66,19 +87,47 @@ FIXTURE_TEARDOWN(holes)
 		close(self->dev);
 }
 
-TEST_F_TIMEOUT(holes, a_large_sparse_read_costs_no_memory, 120)
+TEST_F_TIMEOUT(holes, no_zero_page_is_mapped_past_the_limit, 120)
 {
-	__u64 p, sum = 0;
-	long kib;
+	char old_max[32] = "";
+	__u64 p, sum = 0, *pfn, distinct = 0, worst = 0, i;
+	FILE *f = fopen(MAX_MAPS_PATH, "r");
+
+	ASSERT_NE(NULL, f) TH_LOG(MAX_MAPS_PATH ": %s", strerror(errno));
+	ASSERT_NE(NULL, fgets(old_max, sizeof(old_max), f));
+	fclose(f);
+	ASSERT_EQ(0, write_str(MAX_MAPS_PATH, "4096"));
 
 	for (p = 0; p < SPARSE_PAGES; p++)
 		sum += self->map[p * PG / 8] + self->map[p * PG / 8 + PG / 16];
 	EXPECT_EQ(0xda7aULL, sum) TH_LOG("every page but one reads as zero");
-	kib = rss_kib((const void *)self->map);
-	ASSERT_LE(0, kib) TH_LOG("the mapping must be in /proc/self/smaps");
-	EXPECT_GE(64L, kib) {
-		TH_LOG("%llu MiB of holes read must not count as resident (Rss %ld kB)",
-		       SPARSE_SIZE >> 20, kib);
+
+	pfn = calloc(SPARSE_PAGES, sizeof(*pfn));
+	ASSERT_NE(NULL, pfn);
+	ASSERT_EQ(0, pfns_of((const void *)self->map, SPARSE_PAGES, pfn)) {
+		TH_LOG("/proc/self/pagemap: %s", strerror(errno));
+	}
+	pfn[DATA_PAGE] = 0;
+	qsort(pfn, SPARSE_PAGES, sizeof(*pfn), cmp_u64);
+	for (i = 0; i < SPARSE_PAGES; i++) {
+		__u64 maps;
+
+		if (!pfn[i] || (i && pfn[i] == pfn[i - 1]))
+			continue;
+		distinct++;
+		maps = mapcount_of(pfn[i]);
+		if (maps > worst)
+			worst = maps;
+	}
+	free(pfn);
+	write_str(MAX_MAPS_PATH, old_max);
+	EXPECT_LE((SPARSE_PAGES - 1) / (TEST_MAX_MAPS + 64), distinct) {
+		TH_LOG("%llu holes with at most %llu maps per zero page need more than %llu zero pages",
+		       SPARSE_PAGES - 1, TEST_MAX_MAPS, (unsigned long long)distinct);
+	}
+	EXPECT_GE(TEST_MAX_MAPS + 64, worst) {
+		TH_LOG("a zero page is mapped %llu times, past the limit of %llu",
+		       (unsigned long long)worst, TEST_MAX_MAPS);
 	}
 	expect_counts(_metadata, self->obj, "after reading every hole", 1, 1, 0, 0);
 }
