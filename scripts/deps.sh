@@ -13,7 +13,8 @@ Usage: scripts/deps.sh [--check]
 Installs the Debian packages vmfork needs (as root, Debian 12 "bookworm"):
 toolchains, QEMU, busybox, the Debian 6.1 kernel image+headers and the
 bookworm-backports 6.12 kernel image+headers (the test matrix), libbpf, bpftool,
-bpftrace, libnl, linux-source-6.1 (kselftest harness, checkpatch).
+bpftrace, libnl, linux-source-6.1 (kselftest harness, checkpatch), acpica-tools
+(iasl, which compiles the VMM's DSDT).
 
   --check   only report what is missing; exit 1 if anything is
 USAGE
@@ -42,6 +43,7 @@ PKGS=(
 	libnl-3-dev libnl-genl-3-dev
 	libcli11-dev libfmt-dev nlohmann-json3-dev libgtest-dev
 	python3 gnuplot-nox
+	acpica-tools
 )
 
 missing=()
