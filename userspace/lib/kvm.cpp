@@ -145,6 +145,13 @@ void Vm::create_pit2() const {
     xioctl(fd(), KVM_CREATE_PIT2, &config, "KVM_CREATE_PIT2");
 }
 
+void Vm::irq_line(std::uint32_t gsi, bool level) const {
+    kvm_irq_level irq{};
+    irq.irq = gsi;
+    irq.level = level ? 1 : 0;
+    xioctl(fd(), KVM_IRQ_LINE, &irq, "KVM_IRQ_LINE");
+}
+
 kvm_irqchip Vm::get_irqchip(std::uint32_t chip_id) const {
     kvm_irqchip chip{};
     chip.chip_id = chip_id;

@@ -53,7 +53,12 @@ enum Tag : std::uint32_t {
     TscKhz,
     Msrs,
     Events,
+    DeviceName = 64,
+    DeviceData,
 };
+
+constexpr std::size_t max_devices = 64;
+constexpr std::size_t max_device_name = 64;
 
 [[noreturn]] void bad(const std::string& why) {
     throw std::invalid_argument("invalid VM state: " + why);
@@ -176,6 +181,11 @@ std::vector<std::uint8_t> VmState::serialize() const {
         w.array(Msrs, v.msrs);
         w.record(Events, v.events);
     }
+    w.value(static_cast<std::uint32_t>(devices.size()));
+    for (const DeviceSection& d : devices) {
+        w.record(DeviceName, d.name.data(), d.name.size());
+        w.array(DeviceData, d.data);
+    }
     return w.take();
 }
 
@@ -233,6 +243,20 @@ VmState VmState::parse(std::span<const std::uint8_t> data) {
         r.fixed(TscKhz, v.tsc_khz, "TSC kHz");
         r.array(Msrs, v.msrs, max_msrs, "MSRs");
         r.fixed(Events, v.events, "vcpu events");
+    }
+    const auto ndevices = r.value<std::uint32_t>("device count");
+    if (ndevices > max_devices) {
+        bad(std::to_string(ndevices) + " device sections (at most " + std::to_string(max_devices) +
+            ")");
+    }
+    s.devices.resize(ndevices);
+    for (DeviceSection& d : s.devices) {
+        const auto name = r.record(DeviceName, "device name");
+        if (name.empty() || name.size() > max_device_name) {
+            bad("a device name of " + std::to_string(name.size()) + " bytes");
+        }
+        d.name.assign(name.begin(), name.end());
+        r.array(DeviceData, d.data, max_record, "device state");
     }
     if (!r.done()) {
         bad("trailing bytes after the last record");

@@ -108,13 +108,34 @@ TEST(VmState, BadMagicAndVersionAreErrors) {
     bytes[0] = 'X';
     EXPECT_THROW((void)VmState::parse(bytes), std::invalid_argument);
     bytes = sample().serialize();
-    bytes[8] = 2; // version 2
+    bytes[8] = 1; // version 1: before device sections
     try {
         (void)VmState::parse(bytes);
-        FAIL() << "version 2 must be rejected";
+        FAIL() << "version 1 must be rejected";
     } catch (const std::invalid_argument& e) {
         EXPECT_NE(std::string(e.what()).find("version"), std::string::npos) << e.what();
     }
+}
+
+TEST(VmState, DeviceSectionsRoundTrip) {
+    VmState s = sample();
+    s.devices = {{"uart0", {1, 2, 3}}, {"i8042", {}}, {"acpi-pm", {0}}};
+    const auto bytes = s.serialize();
+    const VmState back = VmState::parse(bytes);
+    EXPECT_EQ(s.devices, back.devices);
+    EXPECT_EQ(bytes, back.serialize());
+}
+
+TEST(VmState, BadDeviceSectionsAreErrors) {
+    VmState s = sample();
+    s.devices = {{"", {1}}};
+    EXPECT_THROW((void)VmState::parse(s.serialize()), std::invalid_argument) << "empty name";
+    s.devices = {{std::string(65, 'x'), {1}}};
+    EXPECT_THROW((void)VmState::parse(s.serialize()), std::invalid_argument) << "long name";
+    s.devices = {{"uart0", {1, 2, 3}}};
+    auto bytes = s.serialize();
+    bytes.resize(bytes.size() - 2);
+    EXPECT_THROW((void)VmState::parse(bytes), std::invalid_argument) << "truncated section";
 }
 
 TEST(VmState, VcpuCountOutOfRangeIsAnError) {

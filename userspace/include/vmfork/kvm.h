@@ -67,6 +67,8 @@ public:
     void set_identity_map_addr(std::uint64_t addr) const;
     void create_irqchip() const;
     void create_pit2() const;
+    // KVM_IRQ_LINE: the level of a GSI of the in-kernel irqchip.
+    void irq_line(std::uint32_t gsi, bool level) const;
 
     [[nodiscard]] kvm_irqchip get_irqchip(std::uint32_t chip_id) const;
     void set_irqchip(const kvm_irqchip& chip) const;

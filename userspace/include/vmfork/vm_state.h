@@ -5,6 +5,7 @@
 #include <linux/kvm.h>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace vmfork {
@@ -34,10 +35,18 @@ struct VcpuState {
     [[nodiscard]] std::optional<std::uint64_t> msr(std::uint32_t index) const;
 };
 
-// A paused VM: vCPUs, in-kernel irqchip (PIC master, PIC slave, IOAPIC), PIT and
-// kvmclock. Guest memory is not in here: it is the vmfork object.
+// One device's saved state (StatefulDevice::save()), by its section name.
+struct DeviceSection {
+    std::string name;
+    std::vector<std::uint8_t> data;
+    bool operator==(const DeviceSection&) const = default;
+};
+
+// A paused VM: vCPUs, in-kernel irqchip (PIC master, PIC slave, IOAPIC), PIT,
+// kvmclock and one section per device of the VMM. Guest memory is not in here: it is
+// the vmfork object.
 struct VmState {
-    static constexpr std::uint32_t format_version = 1;
+    static constexpr std::uint32_t format_version = 2;
     static constexpr std::uint32_t max_vcpus = 256;
     static constexpr std::size_t max_serialized_size = 64 << 20;
 
@@ -48,6 +57,7 @@ struct VmState {
     kvm_irqchip ioapic{};
     kvm_pit_state2 pit{};
     kvm_clock_data clock{};
+    std::vector<DeviceSection> devices;
 
     // A versioned binary format: magic, version, then length-prefixed records in a
     // fixed order. parse() throws std::invalid_argument on anything malformed

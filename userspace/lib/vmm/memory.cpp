@@ -29,7 +29,10 @@ void GuestMemory::attach(const Vm& vm) const {
     if (base_ == nullptr) {
         throw SystemError(EINVAL, "no guest RAM to attach");
     }
-    vm.set_user_memory_region(0, 0, size(), base_);
+    vm.set_user_memory_region(0, 0, low_size(), base_);
+    if (high_size() != 0) {
+        vm.set_user_memory_region(1, high_ram_base, high_size(), base_ + low_size());
+    }
 }
 
 MemoryObject& GuestMemory::object() {
@@ -47,11 +50,15 @@ const MemoryObject& GuestMemory::object() const {
 }
 
 std::byte* GuestMemory::at(std::uint64_t gpa, std::uint64_t len) const {
-    if (gpa > size() || len > size() - gpa) {
-        throw std::out_of_range("guest-physical range " + std::to_string(gpa) + "+" +
-                                std::to_string(len) + " is outside guest RAM");
+    if (gpa <= low_size() && len <= low_size() - gpa) {
+        return base_ + gpa;
     }
-    return base_ + gpa;
+    if (gpa >= high_ram_base && gpa - high_ram_base <= high_size() &&
+        len <= high_size() - (gpa - high_ram_base)) {
+        return base_ + low_size() + (gpa - high_ram_base);
+    }
+    throw std::out_of_range("guest-physical range " + std::to_string(gpa) + "+" +
+                            std::to_string(len) + " is outside guest RAM");
 }
 
 } // namespace vmfork

@@ -52,7 +52,8 @@ const char* to_string(VcpuLifecycle state) {
     return "?";
 }
 
-VcpuRunner::VcpuRunner(Vcpu& vcpu, IoBus& bus) : vcpu_(vcpu), bus_(bus) {
+VcpuRunner::VcpuRunner(Vcpu& vcpu, IoBus& bus, MmioBus& mmio)
+    : vcpu_(vcpu), bus_(bus), mmio_(mmio) {
     install_kick_handler();
 }
 
@@ -74,7 +75,9 @@ bool VcpuRunner::pause(std::chrono::milliseconds timeout) {
     if (state_ == VcpuLifecycle::Exited || !thread_.joinable()) {
         return true;
     }
-    requested_ = VcpuLifecycle::Paused;
+    if (requested_ != VcpuLifecycle::Exited) {
+        requested_ = VcpuLifecycle::Paused;
+    }
     vcpu_.run_area()->immediate_exit = 1;
     ::pthread_kill(thread_.native_handle(), kick_signal);
     return cv_.wait_for(lock, timeout, [&] {
@@ -85,7 +88,7 @@ bool VcpuRunner::pause(std::chrono::milliseconds timeout) {
 void VcpuRunner::resume() {
     {
         const std::scoped_lock lock(mutex_);
-        if (state_ == VcpuLifecycle::Exited) {
+        if (state_ == VcpuLifecycle::Exited || requested_ == VcpuLifecycle::Exited) {
             return;
         }
         requested_ = VcpuLifecycle::Running;
@@ -94,17 +97,23 @@ void VcpuRunner::resume() {
     cv_.notify_all();
 }
 
-void VcpuRunner::stop() {
-    if (!thread_.joinable()) {
-        return;
-    }
+void VcpuRunner::request_exit() {
     {
         const std::scoped_lock lock(mutex_);
         requested_ = VcpuLifecycle::Exited;
         vcpu_.run_area()->immediate_exit = 1;
-        ::pthread_kill(thread_.native_handle(), kick_signal);
+        if (thread_.joinable()) {
+            ::pthread_kill(thread_.native_handle(), kick_signal);
+        }
     }
     cv_.notify_all();
+}
+
+void VcpuRunner::stop() {
+    if (!thread_.joinable()) {
+        return;
+    }
+    request_exit();
     thread_.join();
 }
 
@@ -170,9 +179,10 @@ bool VcpuRunner::handle_exit() {
         return true;
     }
     case KVM_EXIT_MMIO:
-        throw SystemError(EFAULT, "MMIO " + std::string(run->mmio.is_write ? "write" : "read") +
-                                      " at guest-physical " + hex(run->mmio.phys_addr) +
-                                      ": no RAM or device there");
+        mmio_.access(run->mmio.phys_addr, run->mmio.is_write != 0,
+                     std::span(run->mmio.data, std::min<std::size_t>(run->mmio.len, 8)),
+                     vcpu_.id());
+        return true;
     case KVM_EXIT_SHUTDOWN:
         throw SystemError(EFAULT,
                           "guest shutdown (triple fault) at rip " + hex(vcpu_.get_regs().rip));

@@ -49,6 +49,38 @@ private:
     std::uint64_t unclaimed_ = 0;
 };
 
+// A device on the MMIO bus: offset is from the start of its range; data is the access.
+class MmioDevice {
+public:
+    MmioDevice() = default;
+    MmioDevice(const MmioDevice&) = delete;
+    MmioDevice& operator=(const MmioDevice&) = delete;
+    MmioDevice(MmioDevice&&) = delete;
+    MmioDevice& operator=(MmioDevice&&) = delete;
+    virtual ~MmioDevice() = default;
+    virtual void mmio_read(std::uint64_t offset, std::span<std::uint8_t> data, unsigned vcpu) = 0;
+    virtual void mmio_write(std::uint64_t offset, std::span<const std::uint8_t> data,
+                            unsigned vcpu) = 0;
+};
+
+// Guest-physical ranges outside RAM to devices. Like the PIO bus: an access to no
+// device reads all-ones, a write is dropped, and both are counted (a Linux guest probes).
+class MmioBus {
+public:
+    void add(std::uint64_t base, std::uint64_t len, MmioDevice* device);
+    void access(std::uint64_t addr, bool write, std::span<std::uint8_t> data, unsigned vcpu);
+    [[nodiscard]] std::uint64_t unclaimed() const noexcept { return unclaimed_; }
+
+private:
+    struct Range {
+        std::uint64_t base;
+        std::uint64_t len;
+        MmioDevice* device; // owned by the Machine, outlives the bus
+    };
+    std::vector<Range> ranges_;
+    std::uint64_t unclaimed_ = 0;
+};
+
 // A minimal 16550 at 0x3f8: transmitted bytes go to a buffer (and a file if given);
 // the line status register always says "transmitter empty".
 class SerialPort : public PioDevice {
@@ -60,6 +92,8 @@ public:
     void pio_in(std::uint16_t port, std::span<std::uint8_t> data, unsigned vcpu) override;
     void pio_out(std::uint16_t port, std::span<const std::uint8_t> data, unsigned vcpu) override;
     [[nodiscard]] std::string output() const;
+    // Console output from elsewhere (a Linux guest's 16550A): the same buffer and file.
+    void append(std::span<const std::uint8_t> bytes);
 
 private:
     mutable std::mutex mutex_;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -9,7 +10,9 @@
 #include "vmfork/kvm.h"
 #include "vmfork/memory_object.h"
 #include "vmfork/vm_state.h"
+#include "vmfork/vmm/device_state.h"
 #include "vmfork/vmm/devices.h"
+#include "vmfork/vmm/devices/uart.h"
 #include "vmfork/vmm/memory.h"
 #include "vmfork/vmm/report_verifier.h"
 #include "vmfork/vmm/vcpu_runner.h"
@@ -19,7 +22,14 @@ namespace vmfork {
 class BootLoader;
 class Device;
 
+// Which machine a guest gets. Builtin: the freestanding test guest's (a write-only
+// console at 0x3f8, the report port, the identity page). Linux: a PC as Linux's x86
+// boot protocol and ACPI describe it: a 16550A COM1 on GSI 4 (receive too), an i8042
+// for reboot, the ACPI PM device for poweroff, ACPI tables in the BIOS area.
+enum class Platform { Builtin, Linux };
+
 struct MachineConfig {
+    Platform platform = Platform::Builtin;
     std::uint64_t mem_size = 32 << 20; // boot() only
     unsigned cpus = 1;                 // boot() only
     std::string serial_path;           // the console also goes to this file if set
@@ -96,13 +106,19 @@ public:
     // first report does not wait for up to a pace period.
     void kick() const;
 
-    void set_identity(const CloneIdentity& identity) const;
+    void set_identity(const CloneIdentity& identity);
     [[nodiscard]] CloneIdentity identity() const;
 
     [[nodiscard]] const GuestMemory& memory() const noexcept { return *memory_; }
     [[nodiscard]] GuestMemory& memory() noexcept { return *memory_; }
     [[nodiscard]] const ReportPort& reports() const noexcept { return *report_; }
     [[nodiscard]] const SerialPort& serial() const noexcept { return *serial_; }
+    // Console input (the Linux platform's UART); throws ENOTSUP on the built-in one.
+    void console_input(std::span<const std::uint8_t> bytes);
+    // The guest powered off or asked for a reset (policy: the machine stops).
+    [[nodiscard]] bool powered_off() const noexcept { return powered_off_.load(); }
+    [[nodiscard]] Platform platform() const noexcept { return platform_; }
+    [[nodiscard]] std::uint64_t unclaimed_mmio() const noexcept { return mmio_.unclaimed(); }
     [[nodiscard]] unsigned cpus() const noexcept { return static_cast<unsigned>(vcpus_.size()); }
     [[nodiscard]] std::vector<VcpuLifecycle> vcpu_states() const;
     // Errors of vCPUs that stopped on one, "vCPU N: ..." each.
@@ -110,14 +126,26 @@ public:
 
 private:
     void start(bool paused);
+    void add_linux_devices();
+    void restore_devices(const VmState& state);
+    // From a device, in a vCPU's thread: every vCPU ends.
+    void power_off();
     [[nodiscard]] std::vector<const Vcpu*> vcpu_ptrs() const;
 
     const Kvm& kvm_;
     std::unique_ptr<GuestMemory> memory_;
     std::unique_ptr<SerialPort> serial_;
     std::unique_ptr<ReportPort> report_;
+    Platform platform_;
     IoBus bus_;
+    MmioBus mmio_;
     Vm vm_;
+    std::vector<std::unique_ptr<IrqLine>> irq_lines_;
+    std::vector<std::unique_ptr<PioDevice>> pio_devices_;
+    std::vector<StatefulDevice*> stateful_; // in pio_devices_, saved in this order
+    Uart16550* uart_ = nullptr;             // the Linux platform's COM1
+    CloneIdentity identity_{};              // the Linux platform's (no identity page yet)
+    std::atomic<bool> powered_off_{false};
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
     std::vector<std::unique_ptr<VcpuRunner>> runners_; // destroyed first: threads stop
 };

@@ -10,6 +10,7 @@
 namespace vmfork {
 
 class IoBus;
+class MmioBus;
 class Vcpu;
 
 // vCPU lifecycle: Created -> Running <-> Paused -> Exited. Exited is final (the guest
@@ -24,7 +25,7 @@ const char* to_string(VcpuLifecycle state);
 // be read and written safely.
 class VcpuRunner {
 public:
-    VcpuRunner(Vcpu& vcpu, IoBus& bus);
+    VcpuRunner(Vcpu& vcpu, IoBus& bus, MmioBus& mmio);
     ~VcpuRunner();
     VcpuRunner(const VcpuRunner&) = delete;
     VcpuRunner& operator=(const VcpuRunner&) = delete;
@@ -36,6 +37,9 @@ public:
     bool pause(std::chrono::milliseconds timeout = std::chrono::seconds(10));
     void resume();
     void stop();
+    // Asks the vCPU to end without waiting for it: safe from any thread, the vCPU's
+    // own included (a device that powers the machine off).
+    void request_exit();
 
     [[nodiscard]] VcpuLifecycle state() const;
     [[nodiscard]] std::string error() const;
@@ -47,6 +51,7 @@ private:
 
     Vcpu& vcpu_;
     IoBus& bus_;
+    MmioBus& mmio_;
     mutable std::mutex mutex_;
     std::condition_variable cv_;
     VcpuLifecycle state_ = VcpuLifecycle::Created;
