@@ -8,7 +8,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'USAGE'
-Usage: scripts/run-selftests.sh [-t SECS] [-f] [-g GTEST_BINARY]... [-x TAP_TEST]... DIR
+Usage: scripts/run-selftests.sh [-t SECS] [-f] [-g GTEST_BINARY]... [-x TAP_TEST]... [DIR]
 
 Runs each executable DIR/*_test (kselftest_harness binaries, TAP 13 output with a
 "# Totals: pass:N fail:N xfail:N xpass:N skip:N error:N" line) and reports per binary.
@@ -44,16 +44,20 @@ while getopts "hft:g:x:" opt; do
 	esac
 done
 shift $((OPTIND - 1))
-[ $# -eq 1 ] || { usage >&2; exit 2; }
-dir=$1
+[ $# -le 1 ] || { usage >&2; exit 2; }
+[ $# -eq 1 ] || [ ${#gtests[@]} -gt 0 ] || [ ${#extra_tests[@]} -gt 0 ] || { usage >&2; exit 2; }
+dir=${1:-}
 
 out=$(mktemp)
 xml=$(mktemp)
 trap 'rm -f "$out" "$xml"' EXIT
 
 pass=0 fail=0 skip=0 binaries=0
-bins=("$dir"/*_test)
-[ "$fitests" = 0 ] || bins+=("$dir"/*_fitest)
+bins=()
+if [ -n "$dir" ]; then
+	bins=("$dir"/*_test)
+	[ "$fitests" = 0 ] || bins+=("$dir"/*_fitest)
+fi
 bins+=("${extra_tests[@]+"${extra_tests[@]}"}")
 for bin in "${bins[@]}"; do
 	[ -f "$bin" ] && [ -x "$bin" ] || continue
