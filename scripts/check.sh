@@ -18,9 +18,9 @@ Steps: scripts/deps.sh, make all, ctest (build/userspace), then for each kernel
 -x userspace/tests/cli_vm_test.py -x bpf/tests/dashboards_test.py -x bpf/tests/trace_test.py
 -x bpf/tests/views_test.py build/selftests" (the kselftests, the VMM tests, the CLI end to
 end, the bpftrace dashboards, vmfork-trace, and the netlink/libbpf/bpftrace views against
-each other, all of which need /dev/kvm and /dev/vmfork), then on 6.1 and 6.12 a second
-VM with multi-threaded TCG for build/userspace/vmfork_linux_tests (Linux guests booted,
-forked and powered off by the VMM, nested in the test VM).
+each other, all of which need /dev/kvm and /dev/vmfork), then on 6.1 a second VM with
+multi-threaded TCG for build/userspace/vmfork_linux_tests (Linux guests of both kernels
+booted, forked and powered off by the VMM, nested in the test VM).
 A step that fails without test results (build error, guest crash, kernel warning,
 module that does not unload) counts as one failed test and is named at the end.
 Skipped tests are reported, never counted as passed. Exits 1 on any failure.
@@ -143,8 +143,10 @@ for k in "${kernels[@]}"; do
 		-x bpf/tests/trace_test.py -x bpf/tests/views_test.py build/selftests
 
 	# Linux guests nested in the test VM: multi-threaded TCG, since single-threaded TCG
-	# with 2 vCPUs replays an injected interrupt into a nested guest (docs/testing.md).
-	[ "$k" = debug ] && continue
+	# with 2 vCPUs replays an injected interrupt into a nested guest; on 6.1 only, since
+	# multi-threaded TCG runs stale int3s in a 6.12 test VM (docs/testing.md). Both
+	# kernels boot as guests there.
+	[ "$k" = 6.1 ] || continue
 	step "Linux guests in a VM, kernel $k (multi-threaded TCG)"
 	label=$k-linux VM_OPTS=(--timeout 600) VM_ENV=(VMFORK_TCG_THREAD=multi)
 	RETRY_ON_HANG=1 vm_suite "$k" -g build/userspace/vmfork_linux_tests

@@ -30,22 +30,27 @@ constexpr auto step_timeout = 60s;
 constexpr const char* cmdline =
     "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd nomodule";
 
-// The kernel to boot: $VMFORK_GUEST_KERNEL, else the newest Debian 6.1 in /boot.
-std::string guest_kernel() {
-    if (const char* k = std::getenv("VMFORK_GUEST_KERNEL")) {
-        return k;
-    }
+// The newest /boot/vmlinuz-<series>.*, or "".
+std::string newest_kernel(const std::string& series) {
     std::string best;
     if (DIR* d = ::opendir("/boot")) {
         while (const dirent* e = ::readdir(d)) {
             const std::string name = e->d_name;
-            if (name.rfind("vmlinuz-6.1.", 0) == 0 && name > best) {
+            if (name.rfind("vmlinuz-" + series + ".", 0) == 0 && name > best) {
                 best = name;
             }
         }
         ::closedir(d);
     }
     return best.empty() ? std::string() : "/boot/" + best;
+}
+
+// The kernel to boot: $VMFORK_GUEST_KERNEL, else the newest Debian 6.1 in /boot.
+std::string guest_kernel() {
+    if (const char* k = std::getenv("VMFORK_GUEST_KERNEL")) {
+        return k;
+    }
+    return newest_kernel("6.1");
 }
 
 // Waits until the console holds text matching re; false after timeout.
@@ -101,6 +106,8 @@ std::string tail(const Machine& m) {
     return s;
 }
 
+void power_off(Machine& m);
+
 class LinuxGuest : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -116,8 +123,8 @@ protected:
         dev_.emplace(Device::open());
     }
 
-    std::unique_ptr<Machine> boot(unsigned cpus) {
-        LinuxLoader loader(kernel_, VMFORK_LINUX_INITRAMFS, cmdline);
+    std::unique_ptr<Machine> boot(unsigned cpus, const std::string& kernel = {}) {
+        LinuxLoader loader(kernel.empty() ? kernel_ : kernel, VMFORK_LINUX_INITRAMFS, cmdline);
         MachineConfig config;
         config.platform = Platform::Linux;
         config.mem_size = mem_size;
@@ -165,12 +172,54 @@ TEST_F(LinuxGuest, BootsAnswersForksAndPowersOff) {
     clone->resume();
     ASSERT_EQ(3U, saved.devices.size());
 
-    type(*clone, "poweroff -f");
+    power_off(*clone);
+    expect_clean(*parent, "the parent");
+    expect_clean(*clone, "the clone");
+}
+
+void power_off(Machine& m) {
+    type(m, "poweroff -f");
     const auto end = std::chrono::steady_clock::now() + step_timeout;
-    while (!clone->powered_off() && std::chrono::steady_clock::now() < end) {
+    while (!m.powered_off() && std::chrono::steady_clock::now() < end) {
         std::this_thread::sleep_for(100ms);
     }
-    EXPECT_TRUE(clone->powered_off()) << "poweroff -f must end the clone:\n" << tail(*clone);
+    EXPECT_TRUE(m.powered_off()) << "poweroff -f must end the machine:\n" << tail(m);
+}
+
+// Debian's kernels of both series of the matrix boot as they come from /boot.
+TEST_F(LinuxGuest, BootsEachDebianKernel) {
+    for (const std::string series : {"6.1", "6.12"}) {
+        const std::string kernel = newest_kernel(series);
+        ASSERT_FALSE(kernel.empty()) << "no /boot/vmlinuz-" << series << ".* (scripts/deps.sh)";
+        SCOPED_TRACE(kernel);
+        auto m = boot(1, kernel);
+        ASSERT_TRUE(wait_console(*m, std::regex("vmfork-guest: tick 1\\b"), boot_timeout))
+            << tail(*m);
+        power_off(*m);
+        expect_clean(*m, kernel);
+    }
+}
+
+// SMP from the MADT: both vCPUs online in the parent and in its clone.
+TEST_F(LinuxGuest, TwoVcpusOnlineInParentAndClone) {
+    auto parent = boot(2);
+    ASSERT_TRUE(wait_console(*parent, std::regex("vmfork-guest: up, 2 cpus"), boot_timeout))
+        << tail(*parent);
+    MachineConfig clone_config;
+    clone_config.platform = Platform::Linux;
+    auto fork = parent->fork(ForkMode::Live);
+    auto clone = Machine::restore(*kvm_, std::move(fork.memory), fork.state, {1, 2}, clone_config);
+    type(*clone, "echo online=$(cat /sys/devices/system/cpu/online)");
+    EXPECT_TRUE(wait_console(*clone, std::regex("\nonline=0-1"), step_timeout)) << tail(*clone);
+    // Work on both vCPUs of the clone: two busy loops, then a tick must still come.
+    type(*clone, "for c in 0 1; do taskset -c $c sh -c 'i=0; while [ $i -lt 3000 ]; do "
+                 "i=$((i+1)); done; echo done-$1' x $c & done; wait");
+    EXPECT_TRUE(wait_console(*clone,
+                             std::regex("\\ndone-0[\\s\\S]*\\ndone-1|\\ndone-1[\\s\\S]*\\ndone-0"),
+                             step_timeout))
+        << tail(*clone);
+    power_off(*clone);
+    power_off(*parent);
     expect_clean(*parent, "the parent");
     expect_clean(*clone, "the clone");
 }
