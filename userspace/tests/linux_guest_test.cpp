@@ -13,6 +13,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "vm_env.h"
 #include "vmfork/device.h"
 #include "vmfork/kvm.h"
 #include "vmfork/system_error.h"
@@ -111,12 +112,7 @@ void power_off(Machine& m);
 class LinuxGuest : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (::access("/dev/kvm", R_OK | W_OK) != 0) {
-            GTEST_SKIP() << "no usable /dev/kvm";
-        }
-        if (::access("/dev/vmfork", R_OK | W_OK) != 0) {
-            GTEST_SKIP() << "no /dev/vmfork: insmod kmod/vmfork.ko";
-        }
+        VMFORK_REQUIRE_KVM_AND_VMFORK();
         kernel_ = guest_kernel();
         ASSERT_FALSE(kernel_.empty()) << "no /boot/vmlinuz-6.1.*: set VMFORK_GUEST_KERNEL";
         kvm_.emplace(Kvm::open());

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "guest_abi.h"
+#include "vm_env.h"
 #include "vmfork/device.h"
 #include "vmfork/kvm.h"
 #include "vmfork/vm_state.h"
@@ -111,12 +112,7 @@ std::string describe(const Machine& m) {
 class VmFork : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (::access("/dev/kvm", R_OK | W_OK) != 0) {
-            GTEST_SKIP() << "no usable /dev/kvm";
-        }
-        if (::access("/dev/vmfork", R_OK | W_OK) != 0) {
-            GTEST_SKIP() << "no /dev/vmfork: insmod kmod/vmfork.ko";
-        }
+        VMFORK_REQUIRE_KVM_AND_VMFORK();
         kvm_.emplace(Kvm::open());
         dev_.emplace(Device::open());
     }
