@@ -30,6 +30,7 @@ UDEV_RULE := udev/99-vmfork.rules
 UDEV_DIR ?= /etc/udev/rules.d
 
 USERSPACE_SRCS = $(shell find userspace -name '*.cpp' -o -name '*.h' | sort)
+SHELL_SRCS = $(shell find scripts userspace -name '*.sh' | sort) .ci/run
 USERSPACE_LIB_SRCS = $(shell find userspace/lib userspace/cli userspace/trace -name '*.cpp' | sort)
 
 .PHONY: all modules modules-debug module userspace selftests bpf kselftest-headers check check-quick \
@@ -52,7 +53,7 @@ help:
 	@echo '  bench          in the test VM (8G, <30 min): vmfork vs process fork, snapshot-restore,'
 	@echo '                 full copy; table on stdout, CSV/JSON/PNG in bench-results/ (BENCH_ARGS)'
 	@echo '  install        module into /lib/modules/$$(uname -r)/extra, udev rule, binaries'
-	@echo '  lint           checkpatch --strict on kmod/ and the uAPI, clang-format, clang-tidy'
+	@echo '  lint           checkpatch --strict on kmod/ and the uAPI, shellcheck, clang-format, clang-tidy'
 	@echo '  dkms.conf      generate dkms.conf from dkms.conf.in and VERSION'
 	@echo '  clean          remove build/ and in-place module build files'
 
@@ -196,6 +197,7 @@ lint: $(BUILD)/linux-src/.stamp $(BUILD)/userspace/CMakeCache.txt
 		-f $(KMOD_COMPAT))
 	$(if $(KMOD_TRACE),$(CHECKPATCH) --ignore OPEN_ENDED_LINE --ignore PARENTHESIS_ALIGNMENT \
 		-f $(KMOD_TRACE))
+	shellcheck -S warning $(SHELL_SRCS)
 	clang-format --dry-run -Werror $(USERSPACE_SRCS)
 	clang-tidy --quiet -p $(BUILD)/userspace $(USERSPACE_LIB_SRCS)
 

@@ -13,7 +13,7 @@ Usage: scripts/check.sh [--quick]
   --quick   selftests on the 6.1 kernel only (default: 6.1, 6.12 and the debug
             kernel with KASAN, lockdep and kmemleak, leak-checked)
 
-Steps: scripts/deps.sh, make all, ctest (build/userspace), then for each kernel
+Steps: scripts/deps.sh, make all, make lint, ctest (build/userspace), then for each kernel
 "scripts/vm-run.sh --kernel K -- scripts/run-selftests.sh -g build/userspace/vmfork_vm_tests
 -x userspace/tests/cli_vm_test.py -x bpf/tests/dashboards_test.py -x bpf/tests/trace_test.py
 -x bpf/tests/views_test.py build/selftests" (the kselftests, the VMM tests, the CLI end to
@@ -73,6 +73,9 @@ scripts/deps.sh || { problem "scripts/deps.sh failed"; summary; }
 
 step "build (make all)"
 ${MAKE:-make} -j"$(nproc)" all || { problem "build: make all failed"; summary; }
+
+step "lint (make lint: checkpatch, shellcheck, clang-format, clang-tidy)"
+${MAKE:-make} -s lint || problem "make lint: see above"
 
 step "userspace unit tests (ctest)"
 ctest_rc=0

@@ -35,7 +35,7 @@ export INITRD=No
 # Packages from bookworm (the default suite).
 PKGS=(
 	build-essential make cmake ninja-build pkg-config git ca-certificates
-	gcc g++ clang llvm lld clang-format clang-tidy
+	gcc g++ clang llvm lld clang-format clang-tidy shellcheck
 	bc bison flex libelf-dev libssl-dev dwarves xz-utils zstd kmod cpio
 	qemu-system-x86 busybox-static
 	linux-source-6.1

@@ -449,7 +449,7 @@ fi
 # kernel at 0.002 s: "wild-memory-access in do_raw_spin_lock"). The tests need no LA57.
 qemu=(
 	qemu-system-x86_64 -nodefaults -no-user-config -no-reboot
-	-M q35 -cpu max,la57=off -accel "tcg,thread=${VMFORK_TCG_THREAD:-single}" -smp "$cpus" -m "$mem"
+	-M q35 -cpu "max,la57=off" -accel "tcg,thread=${VMFORK_TCG_THREAD:-single}" -smp "$cpus" -m "$mem"
 	-kernel "$vmlinux" -initrd "$initramfs" -append "$cmdline"
 	-display none -monitor none
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
