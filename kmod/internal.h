@@ -89,7 +89,19 @@ struct vmfork_obj_info {
 	kuid_t owner;
 };
 
+/*
+ * Which objects a walk visits: @id (0: any) and, unless @all, only those whose
+ * owner is @uid. Checked on fields that never change, before an object's lock
+ * is taken: a walk does not contend with the fault path of objects it skips.
+ */
+struct vmfork_walk_filter {
+	u64 id;
+	bool all;
+	kuid_t uid;
+};
+
 unsigned long vmfork_mem_walk(unsigned long skip, unsigned int *gen,
+			      const struct vmfork_walk_filter *filter,
 			      bool (*visit)(const struct vmfork_obj_info *info,
 					    void *arg),
 			      void *arg);

@@ -935,12 +935,14 @@ static const struct file_operations vmfork_mem_fops = {
 };
 
 /*
- * Calls @visit for the live objects in list order, from the one at index
- * @skip, until it returns false; returns the index of the object it refused
- * (or the count of objects). @gen is set to the list's generation. @visit
- * runs under vmfork_objects_lock, not under the object's lock.
+ * Calls @visit for the live objects that pass @filter, in list order, from
+ * the object at index @skip (counting every object), until it returns false;
+ * returns the index of the object it refused (or the count of objects). @gen
+ * is set to the list's generation. @visit runs under vmfork_objects_lock, not
+ * under the object's lock.
  */
 unsigned long vmfork_mem_walk(unsigned long skip, unsigned int *gen,
+			      const struct vmfork_walk_filter *filter,
 			      bool (*visit)(const struct vmfork_obj_info *info,
 					    void *arg),
 			      void *arg)
@@ -952,7 +954,9 @@ unsigned long vmfork_mem_walk(unsigned long skip, unsigned int *gen,
 	mutex_lock(&vmfork_objects_lock);
 	*gen = vmfork_objects_gen;
 	list_for_each_entry(mem, &vmfork_objects, node) {
-		if (idx < skip) {
+		if (idx < skip ||
+		    (filter->id && mem->id != filter->id) ||
+		    (!filter->all && !uid_eq(mem->owner, filter->uid))) {
 			idx++;
 			continue;
 		}

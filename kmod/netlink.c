@@ -49,12 +49,6 @@ static void vmfork_nl_viewer_init(struct vmfork_nl_viewer *v,
 	v->uid = current_euid();
 }
 
-static bool vmfork_nl_may_see(const struct vmfork_nl_viewer *v,
-			      const struct vmfork_obj_info *info)
-{
-	return v->all || uid_eq(v->uid, info->owner);
-}
-
 static int vmfork_nl_put_u64(struct sk_buff *skb, int type, u64 value)
 {
 	return nla_put_u64_64bit(skb, type, value, VMFORK_A_PAD);
@@ -87,7 +81,6 @@ static struct genl_family vmfork_nl_family;
 
 /* GET_STATS doit: finds the one object the request names. */
 struct vmfork_nl_find {
-	const struct vmfork_nl_viewer *viewer;
 	u64 id;
 	struct vmfork_obj_info info;
 	bool found;
@@ -97,20 +90,17 @@ static bool vmfork_nl_find_visit(const struct vmfork_obj_info *info, void *arg)
 {
 	struct vmfork_nl_find *f = arg;
 
-	if (info->st.id != f->id)
-		return true;
-	/* One the caller may not see does not exist for it. */
-	if (vmfork_nl_may_see(f->viewer, info)) {
-		f->info = *info;
-		f->found = true;
-	}
+	/* The walk's filter passed only @f->id, and only if the caller may see it. */
+	f->info = *info;
+	f->found = true;
 	return false;
 }
 
 static int vmfork_nl_get_stats_doit(struct sk_buff *skb, struct genl_info *info)
 {
 	struct vmfork_nl_viewer viewer;
-	struct vmfork_nl_find find = { .viewer = &viewer };
+	struct vmfork_nl_find find = {};
+	struct vmfork_walk_filter filter;
 	struct sk_buff *msg;
 	unsigned int gen;
 	void *hdr;
@@ -125,7 +115,10 @@ static int vmfork_nl_get_stats_doit(struct sk_buff *skb, struct genl_info *info)
 		return -EINVAL;
 	}
 	vmfork_nl_viewer_init(&viewer, skb);
-	vmfork_mem_walk(0, &gen, vmfork_nl_find_visit, &find);
+	filter = (struct vmfork_walk_filter){
+		.id = find.id, .all = viewer.all, .uid = viewer.uid,
+	};
+	vmfork_mem_walk(0, &gen, &filter, vmfork_nl_find_visit, &find);
 	if (!find.found) {
 		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[VMFORK_A_ID],
 				    "no such object");
@@ -192,9 +185,7 @@ static bool vmfork_nl_dump_visit(const struct vmfork_obj_info *info, void *arg)
 	struct vmfork_nl_dump *d = arg;
 	void *hdr;
 
-	if ((d->ctx->id && info->st.id != d->ctx->id) ||
-	    !vmfork_nl_may_see(&d->ctx->viewer, info))
-		return true;
+	/* The walk's filter passed only what the caller asked for and may see. */
 	hdr = genlmsg_put(d->skb, NETLINK_CB(d->cb->skb).portid,
 			  d->cb->nlh->nlmsg_seq, &vmfork_nl_family, NLM_F_MULTI,
 			  VMFORK_CMD_GET_STATS);
@@ -218,8 +209,13 @@ static int vmfork_nl_get_stats_dumpit(struct sk_buff *skb,
 		.cb = cb,
 		.ctx = vmfork_nl_dump_ctx(cb),
 	};
+	struct vmfork_walk_filter filter = {
+		.id = d.ctx->id,
+		.all = d.ctx->viewer.all,
+		.uid = d.ctx->viewer.uid,
+	};
 
-	d.ctx->next = vmfork_mem_walk(d.ctx->next, &d.gen,
+	d.ctx->next = vmfork_mem_walk(d.ctx->next, &d.gen, &filter,
 				      vmfork_nl_dump_visit, &d);
 	/* Non-zero: more to come; an empty message ends the dump. */
 	return skb->len;
