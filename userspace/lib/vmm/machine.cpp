@@ -146,6 +146,12 @@ void Machine::console_input(std::span<const std::uint8_t> bytes) {
     uart_->receive(bytes);
 }
 
+void Machine::load_state(const VmState& state, const CloneIdentity& identity) {
+    restore_vm(vm_, vcpu_ptrs(), state);
+    restore_devices(state);
+    set_identity(identity);
+}
+
 void Machine::restore_devices(const VmState& state) {
     if (state.devices.size() != stateful_.size()) {
         throw SystemError(EINVAL, "the state has " + std::to_string(state.devices.size()) +
@@ -231,9 +237,7 @@ std::unique_ptr<Machine> Machine::restore(const Kvm& kvm, GuestMemory memory, co
     }
     auto m = std::make_unique<Machine>(Key{}, kvm, std::move(memory),
                                        static_cast<unsigned>(state.vcpus.size()), config);
-    restore_vm(m->vm_, m->vcpu_ptrs(), state);
-    m->restore_devices(state);
-    m->set_identity(identity);
+    m->load_state(state, identity);
     m->start(false);
     return m;
 }
@@ -253,9 +257,7 @@ void Machine::start_clone(GuestMemory memory, const VmState& state, const CloneI
     // Moved into the same GuestMemory the report port refers to.
     *memory_ = std::move(memory);
     memory_->attach(vm_);
-    restore_vm(vm_, vcpu_ptrs(), state);
-    restore_devices(state);
-    set_identity(identity);
+    load_state(state, identity);
     start(false);
 }
 
@@ -345,9 +347,7 @@ void Machine::reset_to(const VmState& state, const CloneIdentity& identity) {
         resume(); // nothing changed
         throw;
     }
-    restore_vm(vm_, vcpu_ptrs(), state);
-    restore_devices(state);
-    set_identity(identity);
+    load_state(state, identity);
     resume();
 }
 

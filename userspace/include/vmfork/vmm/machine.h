@@ -127,6 +127,9 @@ public:
 private:
     void start(bool paused);
     void add_linux_devices();
+    // vCPUs, irqchip, clock and devices from state, then identity: what a clone, a
+    // warm machine and a reset all do before their vCPUs run again.
+    void load_state(const VmState& state, const CloneIdentity& identity);
     void restore_devices(const VmState& state);
     // From a device, in a vCPU's thread: every vCPU ends.
     void power_off();
