@@ -310,20 +310,41 @@ void Vcpu::set_msrs(const std::vector<kvm_msr_entry>& entries) const {
     }
 }
 
-bool Vcpu::set_guest_tsc(std::uint64_t tsc) const {
-    constexpr std::uint32_t msr_ia32_tsc = 0x10;
-    std::uint64_t offset = 0;
+namespace {
+
+kvm_device_attr tsc_offset_attr(std::uint64_t* value) {
     kvm_device_attr attr{};
     attr.group = KVM_VCPU_TSC_CTRL;
     attr.attr = KVM_VCPU_TSC_OFFSET;
-    attr.addr = reinterpret_cast<std::uint64_t>(&offset);
+    attr.addr = reinterpret_cast<std::uint64_t>(value);
+    return attr;
+}
+
+} // namespace
+
+std::optional<std::uint64_t> Vcpu::tsc_offset() const {
+    std::uint64_t offset = 0;
+    kvm_device_attr attr = tsc_offset_attr(&offset);
     if (::ioctl(fd(), KVM_HAS_DEVICE_ATTR, &attr) < 0) {
-        return false;
+        return std::nullopt;
     }
     xioctl(fd(), KVM_GET_DEVICE_ATTR, &attr, "KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET)");
-    const std::uint64_t now = get_msrs({msr_ia32_tsc})[0].data;
-    offset += tsc - now; // modulo 2^64, as the hardware adds it
+    return offset;
+}
+
+void Vcpu::set_tsc_offset(std::uint64_t offset) const {
+    kvm_device_attr attr = tsc_offset_attr(&offset);
     xioctl(fd(), KVM_SET_DEVICE_ATTR, &attr, "KVM_SET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET)");
+}
+
+bool Vcpu::set_guest_tsc(std::uint64_t tsc) const {
+    constexpr std::uint32_t msr_ia32_tsc = 0x10;
+    const auto offset = tsc_offset();
+    if (!offset) {
+        return false;
+    }
+    const std::uint64_t now = get_msrs({msr_ia32_tsc})[0].data;
+    set_tsc_offset(*offset + (tsc - now)); // modulo 2^64, as the hardware adds it
     return true;
 }
 

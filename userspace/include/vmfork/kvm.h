@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <linux/kvm.h>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -127,6 +128,10 @@ public:
     // as an attempt to synchronise the vCPUs and ignored (kvm_synchronize_tsc()).
     // Returns false when the kernel lacks the attribute (before 5.16).
     [[nodiscard]] bool set_guest_tsc(std::uint64_t tsc) const;
+    // The KVM_VCPU_TSC_OFFSET attribute (guest TSC = host TSC + offset without TSC
+    // scaling); nullopt where KVM lacks it (before 5.16).
+    [[nodiscard]] std::optional<std::uint64_t> tsc_offset() const;
+    void set_tsc_offset(std::uint64_t offset) const;
     // KVM_GET_MSRS for indices: throws unless every one was read.
     [[nodiscard]] std::vector<kvm_msr_entry>
     get_msrs(const std::vector<std::uint32_t>& indices) const;
