@@ -416,6 +416,34 @@ TEST(ControlRequest, Name) {
     }
 }
 
+TEST(ControlRequest, HexBytes) {
+    const std::string all = [] {
+        std::string b;
+        for (int i = 0; i < 256; ++i) {
+            b += static_cast<char>(i);
+        }
+        return b;
+    }();
+    const Request r{"input", Json{{"all", to_hex(all)},
+                                  {"upper", "0A0d"},
+                                  {"odd", "abc"},
+                                  {"bad", "zz"},
+                                  {"empty", ""},
+                                  {"number", 10},
+                                  {"long", std::string(18, 'a')}}};
+    EXPECT_EQ(to_hex("\n\x1d"), "0a1d");
+    EXPECT_EQ(r.hex_bytes("all", 256), all); // every byte, not only UTF-8
+    EXPECT_EQ(r.hex_bytes("upper", 8), "\n\r");
+    EXPECT_EQ(r.hex_bytes("long", 9), std::string(9, '\xaa'));
+    for (const char* key : {"odd", "bad", "empty", "number", "missing"}) {
+        EXPECT_EQ(thrown_errno<RequestError>([&] { static_cast<void>(r.hex_bytes(key, 8)); }),
+                  EINVAL)
+            << key;
+    }
+    EXPECT_EQ(thrown_errno<RequestError>([&] { static_cast<void>(r.hex_bytes("long", 8)); }),
+              EINVAL); // 9 bytes, above the limit
+}
+
 TEST(ControlRequest, CheckOnly) {
     const Request r{"fork", Json{{"count", 1}, {"name", "a"}}};
     EXPECT_NO_THROW(r.check_only({"count", "name"}));

@@ -359,6 +359,47 @@ std::string Request::name(const std::string& key, const std::string& fallback) c
     return it->get<std::string>();
 }
 
+std::string Request::hex_bytes(const std::string& key, std::size_t max) const {
+    const auto it = args.find(key);
+    if (it == args.end()) {
+        throw RequestError(EINVAL, "argument " + shown(key) + " is required");
+    }
+    const std::string* text = it->get_ptr<const std::string*>();
+    if (text == nullptr || text->empty() || text->size() % 2 != 0 || text->size() / 2 > max) {
+        throw RequestError(EINVAL, "argument " + shown(key) + " must be 1.." + std::to_string(max) +
+                                       " bytes as a string of hex digit pairs");
+    }
+    auto nibble = [&](char c) -> unsigned {
+        if (c >= '0' && c <= '9') {
+            return static_cast<unsigned>(c - '0');
+        }
+        if (c >= 'a' && c <= 'f') {
+            return static_cast<unsigned>(c - 'a' + 10);
+        }
+        if (c >= 'A' && c <= 'F') {
+            return static_cast<unsigned>(c - 'A' + 10);
+        }
+        throw RequestError(EINVAL, "argument " + shown(key) + " has a non-hex character");
+    };
+    std::string out(text->size() / 2, '\0');
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        out[i] = static_cast<char>((nibble((*text)[2 * i]) << 4) | nibble((*text)[2 * i + 1]));
+    }
+    return out;
+}
+
+std::string to_hex(std::string_view bytes) {
+    constexpr std::string_view digits = "0123456789abcdef";
+    std::string out;
+    out.reserve(bytes.size() * 2);
+    for (const char c : bytes) {
+        const auto b = static_cast<unsigned char>(c);
+        out += digits[b >> 4];
+        out += digits[b & 0xf];
+    }
+    return out;
+}
+
 void Request::check_only(std::initializer_list<const char*> keys) const {
     for (const auto& [key, value] : args.items()) {
         const bool known =

@@ -13,6 +13,7 @@
 
 #include "vmfork/memory_object.h"
 #include "vmfork/system_error.h"
+#include "vmfork/vmm/launch_spec.h"
 
 extern char** environ;
 
@@ -130,15 +131,15 @@ private:
 
 } // namespace
 
-PendingVmm launch_vmm(const std::string& exe, const nlohmann::json& spec,
-                      const MemoryObject* memory, int state_fd, const std::string& log_path) {
+PendingVmm launch_vmm(const std::string& exe, const LaunchSpec& spec, const MemoryObject* memory,
+                      int state_fd, const std::string& log_path) {
     std::array<int, 2> pipe_fds{};
     if (::pipe2(pipe_fds.data(), O_CLOEXEC) < 0) {
         throw SystemError::from_errno("pipe2");
     }
     UniqueFd ready_r(pipe_fds[0]);
     UniqueFd ready_w(pipe_fds[1]);
-    const std::string text = spec.dump();
+    const std::string text = spec.to_json().dump();
     UniqueFd spec_fd = make_memfd("vmfork-spec", text.data(), text.size());
 
     std::vector<UniqueFd> keep; // high copies, closed here after the spawn
@@ -157,7 +158,7 @@ PendingVmm launch_vmm(const std::string& exe, const nlohmann::json& spec,
         actions.dup2(keep.back().get(), launch_fd::state);
     }
     const SpawnAttr attr;
-    const std::string name = spec.value("name", std::string("vm"));
+    const std::string& name = spec.name;
     std::string argv0 = "vmfork";
     std::string argv1 = "__vmm";
     std::string argv2 = name; // shows in ps

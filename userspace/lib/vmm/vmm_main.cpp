@@ -72,10 +72,11 @@ int vmm_main() {
     const int ready = launch_fd::ready;
     try {
         install_signals();
-        const auto spec = nlohmann::json::parse(read_all(launch_fd::spec, 1 << 20));
+        const auto spec =
+            LaunchSpec::from_json(nlohmann::json::parse(read_all(launch_fd::spec, 1 << 20)));
         std::optional<MemoryObject> memory;
         std::optional<VmState> state;
-        if (spec.at("mode").get<std::string>() == "clone") {
+        if (spec.mode == LaunchSpec::Mode::Clone) {
             memory.emplace(MemoryObject::adopt(UniqueFd(launch_fd::memory)));
             const std::string blob = read_all(launch_fd::state, VmState::max_serialized_size);
             state.emplace(VmState::parse(
@@ -105,8 +106,7 @@ int vmm_main() {
     return 1;
 }
 
-int vmm_foreground(const nlohmann::json& spec,
-                   const std::function<void(const VmmService&)>& on_ready) {
+int vmm_foreground(const LaunchSpec& spec, const std::function<void(const VmmService&)>& on_ready) {
     install_signals();
     VmmService service(spec, std::nullopt, std::nullopt);
     service.listen();

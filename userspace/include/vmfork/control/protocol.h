@@ -17,6 +17,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -103,7 +104,13 @@ struct Request {
     [[nodiscard]] bool boolean(const std::string& key, bool fallback) const;
     // A string matching the VM name rules (see RuntimeDir::valid_name) or fallback.
     [[nodiscard]] std::string name(const std::string& key, const std::string& fallback) const;
+    // Required: 1..max bytes given as a string of hex digit pairs (any bytes, where a
+    // JSON string would have to be UTF-8).
+    [[nodiscard]] std::string hex_bytes(const std::string& key, std::size_t max) const;
     void check_only(std::initializer_list<const char*> keys) const;
 };
+
+// Bytes as the lower-case hex digit pairs hex_bytes() reads.
+std::string to_hex(std::string_view bytes);
 
 } // namespace vmfork::control

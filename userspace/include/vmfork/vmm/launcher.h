@@ -5,19 +5,15 @@
 #include <string>
 #include <sys/types.h>
 
-#include <nlohmann/json.hpp>
-
 #include "vmfork/unique_fd.h"
 
 namespace vmfork {
 
 class MemoryObject;
+struct LaunchSpec;
 
-// What a VMM process is started with (the JSON of its launch spec):
-//   mode "boot": name, mem_size, cpus, fill, report_every, pace_us
-//   mode "clone": name, parent, generation, parent_positions [[step, checksum, tsc]...]
-//   both: runtime_dir, spawned_ns (CLOCK_MONOTONIC when the launcher started it)
-// A clone also gets its memory object and its serialized VmState.
+// What a VMM process is started with: its LaunchSpec (launch_spec.h) as JSON; a clone
+// also gets its memory object and its serialized VmState.
 //
 // Descriptors of a VMM process: 3 ready pipe, 4 spec (memfd, JSON), 5 memory object
 // and 6 state (memfd) for a clone. It writes "ok\n" or "error <errno> <text>\n" on 3
@@ -51,8 +47,8 @@ UniqueFd make_memfd(const std::string& name, const void* data, std::size_t size)
 
 // Starts exe as a VMM process in its own session, stdin from /dev/null, stdout and
 // stderr to log_path. memory/state_fd only for a clone (else nullptr/-1).
-PendingVmm launch_vmm(const std::string& exe, const nlohmann::json& spec,
-                      const MemoryObject* memory, int state_fd, const std::string& log_path);
+PendingVmm launch_vmm(const std::string& exe, const LaunchSpec& spec, const MemoryObject* memory,
+                      int state_fd, const std::string& log_path);
 
 // The path of the running executable (the VMM is the same binary).
 std::string self_exe();

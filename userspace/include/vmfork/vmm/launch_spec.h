@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: GPL-2.0
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "vmfork/vmm/machine.h"
+#include "vmfork/vmm/report_verifier.h"
+
+namespace vmfork {
+
+// The built-in test guest's parameters (boot only).
+struct BuiltinGuestSpec {
+    std::uint64_t fill = 0; // percent of RAM filled at boot
+    std::uint64_t report_every = 10000;
+    std::uint64_t pace_us = 20000;
+};
+
+// A Linux guest's boot files (boot only).
+struct LinuxGuestSpec {
+    std::string kernel;
+    std::string initrd; // empty: none
+    std::string cmdline;
+};
+
+// What a VMM process is started with: one typed struct, written as JSON by the
+// launcher (to_json) and read by the VMM (from_json), so the two cannot drift apart.
+struct LaunchSpec {
+    enum class Mode { Boot, Clone };
+
+    Mode mode = Mode::Boot;
+    std::string name;
+    std::string runtime_dir;
+    std::uint64_t spawned_ns = 0; // CLOCK_MONOTONIC when the launcher started it
+    Platform platform = Platform::Builtin;
+
+    // Boot.
+    std::uint64_t mem_size = 0;
+    unsigned cpus = 1;
+    BuiltinGuestSpec builtin;
+    LinuxGuestSpec linux_guest;
+
+    // Clone.
+    std::string parent;
+    std::uint64_t generation = 0;
+    std::uint64_t fill = 0;                      // the built-in guest's, for ls
+    std::vector<GuestPosition> parent_positions; // the built-in guest's, per vCPU
+
+    [[nodiscard]] nlohmann::json to_json() const;
+    // Throws SystemError(EINVAL) naming the missing or malformed field.
+    static LaunchSpec from_json(const nlohmann::json& j);
+};
+
+} // namespace vmfork

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: GPL-2.0
+#include "vmfork/vmm/launch_spec.h"
+
+#include <cerrno>
+
+#include "vmfork/system_error.h"
+
+namespace vmfork {
+
+using nlohmann::json;
+
+namespace {
+
+const char* platform_name(Platform p) {
+    return p == Platform::Linux ? "linux" : "builtin";
+}
+
+template <class T> T field(const json& j, const char* key) {
+    try {
+        return j.at(key).get<T>();
+    } catch (const json::exception& e) {
+        throw SystemError(EINVAL, std::string("launch spec field \"") + key + "\": " + e.what());
+    }
+}
+
+template <class T> T field_or(const json& j, const char* key, T fallback) {
+    return j.contains(key) ? field<T>(j, key) : fallback;
+}
+
+} // namespace
+
+json LaunchSpec::to_json() const {
+    json j = {
+        {"mode", mode == Mode::Boot ? "boot" : "clone"},
+        {"name", name},
+        {"runtime_dir", runtime_dir},
+        {"spawned_ns", spawned_ns},
+        {"platform", platform_name(platform)},
+    };
+    if (mode == Mode::Boot) {
+        j["mem_size"] = mem_size;
+        j["cpus"] = cpus;
+        if (platform == Platform::Linux) {
+            j["kernel"] = linux_guest.kernel;
+            j["initrd"] = linux_guest.initrd;
+            j["cmdline"] = linux_guest.cmdline;
+        } else {
+            j["fill"] = builtin.fill;
+            j["report_every"] = builtin.report_every;
+            j["pace_us"] = builtin.pace_us;
+        }
+        return j;
+    }
+    j["parent"] = parent;
+    j["generation"] = generation;
+    j["fill"] = fill;
+    json positions = json::array();
+    for (const auto& p : parent_positions) {
+        positions.push_back({p.step, p.checksum, p.tsc});
+    }
+    j["parent_positions"] = std::move(positions);
+    return j;
+}
+
+LaunchSpec LaunchSpec::from_json(const json& j) {
+    if (!j.is_object()) {
+        throw SystemError(EINVAL, "the launch spec is not a JSON object");
+    }
+    LaunchSpec s;
+    const auto mode = field<std::string>(j, "mode");
+    if (mode != "boot" && mode != "clone") {
+        throw SystemError(EINVAL, "unknown VMM mode '" + mode + "'");
+    }
+    s.mode = mode == "boot" ? Mode::Boot : Mode::Clone;
+    s.name = field<std::string>(j, "name");
+    s.runtime_dir = field<std::string>(j, "runtime_dir");
+    s.spawned_ns = field_or<std::uint64_t>(j, "spawned_ns", 0);
+    const auto platform = field_or<std::string>(j, "platform", "builtin");
+    if (platform != "builtin" && platform != "linux") {
+        throw SystemError(EINVAL, "unknown platform '" + platform + "'");
+    }
+    s.platform = platform == "linux" ? Platform::Linux : Platform::Builtin;
+    if (s.mode == Mode::Boot) {
+        s.mem_size = field<std::uint64_t>(j, "mem_size");
+        s.cpus = field<unsigned>(j, "cpus");
+        if (s.platform == Platform::Linux) {
+            s.linux_guest.kernel = field<std::string>(j, "kernel");
+            s.linux_guest.initrd = field_or<std::string>(j, "initrd", "");
+            s.linux_guest.cmdline = field_or<std::string>(j, "cmdline", "");
+        } else {
+            s.builtin.fill = field<std::uint64_t>(j, "fill");
+            s.builtin.report_every = field<std::uint64_t>(j, "report_every");
+            s.builtin.pace_us = field<std::uint64_t>(j, "pace_us");
+        }
+        return s;
+    }
+    s.parent = field<std::string>(j, "parent");
+    s.generation = field<std::uint64_t>(j, "generation");
+    s.fill = field_or<std::uint64_t>(j, "fill", 0);
+    for (const auto& p : field<json>(j, "parent_positions")) {
+        if (!p.is_array() || p.size() != 3 || !p[0].is_number_unsigned() ||
+            !p[1].is_number_unsigned() || !p[2].is_number_unsigned()) {
+            throw SystemError(EINVAL, "launch spec field \"parent_positions\": not [step, "
+                                      "checksum, tsc] triples");
+        }
+        s.parent_positions.push_back(
+            {p[0].get<std::uint64_t>(), p[1].get<std::uint64_t>(), p[2].get<std::uint64_t>()});
+    }
+    return s;
+}
+
+} // namespace vmfork
