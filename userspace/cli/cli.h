@@ -15,6 +15,7 @@
 #include "vmfork/control/runtime_dir.h"
 #include "vmfork/control/server.h"
 #include "vmfork/system_error.h"
+#include "vmfork/vmm/launch_spec.h"
 
 namespace vmfork::cli {
 
@@ -34,7 +35,24 @@ struct RunOptions {
     unsigned pace_ms = 20;
     std::uint64_t report_every = 10000;
     bool foreground = false;
+    // A Linux guest (--linux, or --kernel given): the built-in guest's options above
+    // (fill, pace, report_every) do not apply.
+    bool linux_guest = false;
+    std::string kernel; // default: /boot/vmlinuz-$(uname -r)
+    std::string initrd; // default: the build's initramfs (default_initramfs())
+    std::string append; // added to default_linux_cmdline
+    bool no_initrd = false;
 };
+
+// What every Linux guest's command line starts with: the console on the 16550A, reboot
+// through the i8042 (the VMM stops the VM), no module loading (the initramfs has none).
+inline constexpr const char* default_linux_cmdline =
+    "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd nomodule";
+// /boot/vmlinuz-<running kernel's release>.
+std::string default_kernel();
+// The initramfs the build makes (busybox, vmfork-workload, a shell on ttyS0), found at
+// ../share/vmfork/linux-initramfs.cpio.gz from the vmfork binary.
+std::string default_initramfs();
 
 struct ForkOptions {
     std::string name;
@@ -64,6 +82,16 @@ struct DemoOptions {
     bool keep = false;
 };
 
+struct DemoLinuxOptions {
+    std::string mem = "256M";
+    unsigned clones = 16;
+    unsigned cpus = 1;
+    unsigned workload_mib = 64;
+    unsigned period_ms = 1000;
+    std::string kernel; // default: default_kernel()
+    bool keep = false;
+};
+
 // Global options.
 struct Globals {
     std::chrono::seconds timeout{120};
@@ -76,8 +104,15 @@ int cmd_stats(const Globals& g, const StatsOptions& o);
 int cmd_events(const EventsOptions& o);
 int cmd_reset(const Globals& g, const std::string& name);
 int cmd_kill(const Globals& g, const std::vector<std::string>& names, bool all);
-int cmd_console(const Globals& g, const std::string& name, bool follow);
+struct ConsoleOptions {
+    std::string name;
+    bool follow = false;
+    bool interactive = false;
+};
+
+int cmd_console(const Globals& g, const ConsoleOptions& o);
 int cmd_demo(const Globals& g, const DemoOptions& o);
+int cmd_demo_linux(const Globals& g, const DemoLinuxOptions& o);
 
 // --- shared by the commands (common.cpp) ---
 
@@ -104,9 +139,9 @@ control::Client connect(const control::RuntimeDir& dir, const std::string& name)
 // One request to a VM, errors as CliError naming the VM.
 json call(const control::RuntimeDir& dir, const std::string& name, const std::string& op,
           const json& args, std::chrono::milliseconds timeout);
-// The launch spec of a booted VM (launcher.h) for o: checks the devices, the name
-// (default: the first free vm1, vm2, ...) and --mem; CliError says what to fix.
-json boot_spec(const control::RuntimeDir& dir, const RunOptions& o);
+// The launch spec of a booted VM for o: checks the devices, the name (default: the
+// first free vm1, vm2, ...), --mem and a Linux guest's files; CliError says what to fix.
+LaunchSpec boot_spec(const control::RuntimeDir& dir, const RunOptions& o);
 // Starts a VM process (as `run` does, in the background) and waits until it serves.
 json start_vm(const control::RuntimeDir& dir, const RunOptions& o, std::chrono::seconds timeout);
 // Asks name to exit and waits until its process is gone (SIGKILL after timeout).

@@ -2,8 +2,11 @@
 // vmfork run, fork, ls, reset, kill, console.
 #include <array>
 #include <csignal>
+#include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <poll.h>
+#include <termios.h>
 #include <thread>
 #include <unistd.h>
 
@@ -39,8 +42,8 @@ int cmd_run(const Globals& g, const RunOptions& o) {
         const auto dir = runtime_dir();
         const json vm = start_vm(dir, o, g.timeout);
         const std::string name = vm.at("name").get<std::string>();
-        fmt::print("{}: running (pid {}); console: vmfork console {}; fork: vmfork fork {}\n", name,
-                   vm.at("pid").get<int>(), name, name);
+        fmt::print("{}: running (pid {}); console: vmfork console {}{}; fork: vmfork fork {}\n",
+                   name, vm.at("pid").get<int>(), o.linux_guest ? "-i " : "", name, name);
         return 0;
     }
     return vmm_foreground(boot_spec(runtime_dir(), o), [&](const VmmService& s) {
@@ -88,11 +91,11 @@ int cmd_ls(const Globals& /*g*/, bool json_out) {
         return 0;
     }
     std::vector<std::vector<std::string>> rows = {
-        {"NAME", "PID", "PARENT", "GEN", "STATE", "MEMORY", "PRIVATE", "SHARED"}};
+        {"NAME", "PID", "GUEST", "PARENT", "GEN", "STATE", "MEMORY", "PRIVATE", "SHARED"}};
     for (const auto& v : vms) {
         rows.push_back(
             {v.at("name").get<std::string>(), std::to_string(v.at("pid").get<int>()),
-             dash(v.at("parent").get<std::string>()),
+             v.value("guest", std::string("builtin")), dash(v.at("parent").get<std::string>()),
              std::to_string(v.at("generation").get<std::uint64_t>()),
              v.at("state").get<std::string>(), human_bytes(v.at("mem_size").get<double>()),
              human_bytes(static_cast<double>(page_bytes(v, "private_pages"))), shared_percent(v)});
@@ -136,8 +139,118 @@ int cmd_kill(const Globals& g, const std::vector<std::string>& names, bool all) 
     return status;
 }
 
-int cmd_console(const Globals& /*g*/, const std::string& name, bool follow) {
+namespace {
+
+// The terminal in raw mode for as long as this lives (console -i on a terminal).
+class RawTerminal {
+public:
+    explicit RawTerminal(int fd) : fd_(fd) {
+        if (::tcgetattr(fd_, &saved_) < 0) {
+            throw SystemError::from_errno("tcgetattr");
+        }
+        termios raw = saved_;
+        ::cfmakeraw(&raw);
+        if (::tcsetattr(fd_, TCSANOW, &raw) < 0) {
+            throw SystemError::from_errno("tcsetattr");
+        }
+    }
+    ~RawTerminal() { ::tcsetattr(fd_, TCSANOW, &saved_); }
+    RawTerminal(const RawTerminal&) = delete;
+    RawTerminal& operator=(const RawTerminal&) = delete;
+    RawTerminal(RawTerminal&&) = delete;
+    RawTerminal& operator=(RawTerminal&&) = delete;
+
+private:
+    int fd_;
+    termios saved_{};
+};
+
+constexpr char detach_key = 0x1d; // Ctrl-]
+constexpr std::size_t input_chunk = 4096;
+
+// Copies what the console file has beyond fd's offset to stdout.
+void drain(int fd) {
+    std::array<char, 4096> buf{};
+    for (;;) {
+        const ssize_t n = ::read(fd, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return;
+        }
+        (void)!::write(STDOUT_FILENO, buf.data(), static_cast<std::size_t>(n));
+    }
+}
+
+void send_input(const control::RuntimeDir& dir, const std::string& name, std::string_view bytes,
+                std::chrono::milliseconds timeout) {
+    while (!bytes.empty()) {
+        const auto part = bytes.substr(0, input_chunk);
+        call(dir, name, "input", {{"data", control::to_hex(part)}}, timeout);
+        bytes.remove_prefix(part.size());
+    }
+}
+
+int console_interactive(const Globals& g, const control::RuntimeDir& dir, const std::string& name,
+                        int console_fd) {
+    const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(g.timeout);
+    const json info = call(dir, name, "info", json::object(), timeout);
+    if (info.value("guest", std::string()) != "linux") {
+        throw CliError(name + " runs the built-in guest: its console takes no input (only a "
+                              "Linux guest's does)");
+    }
+    std::array<char, input_chunk> buf{};
+    if (::isatty(STDIN_FILENO) == 0) {
+        // Scripted: send stdin as it comes, return at EOF.
+        for (;;) {
+            const ssize_t n = ::read(STDIN_FILENO, buf.data(), buf.size());
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n < 0) {
+                throw CliError(std::string("read stdin: ") + std::strerror(errno));
+            }
+            if (n == 0) {
+                return 0;
+            }
+            send_input(dir, name, {buf.data(), static_cast<std::size_t>(n)}, timeout);
+        }
+    }
+    ::lseek(console_fd, 0, SEEK_END);
+    fmt::print(stderr, "vmfork: attached to {}'s console; Ctrl-] detaches\r\n", name);
+    const RawTerminal raw(STDIN_FILENO);
+    for (;;) {
+        drain(console_fd);
+        if (!dir.in_use(name)) {
+            fmt::print(stderr, "\r\nvmfork: {} stopped\r\n", name);
+            return 0;
+        }
+        pollfd p{STDIN_FILENO, POLLIN, 0};
+        const int r = ::poll(&p, 1, 50);
+        if (r <= 0) {
+            continue;
+        }
+        const ssize_t n = ::read(STDIN_FILENO, buf.data(), buf.size());
+        if (n <= 0) {
+            return 0;
+        }
+        std::string_view in(buf.data(), static_cast<std::size_t>(n));
+        const auto stop = in.find(detach_key);
+        send_input(dir, name, in.substr(0, stop), timeout);
+        if (stop != std::string_view::npos) {
+            drain(console_fd);
+            fmt::print(stderr, "\r\nvmfork: detached from {}\r\n", name);
+            return 0;
+        }
+    }
+}
+
+} // namespace
+
+int cmd_console(const Globals& g, const ConsoleOptions& o) {
     const auto dir = runtime_dir();
+    const std::string& name = o.name;
     if (!control::RuntimeDir::valid_name(name)) {
         throw CliError("'" + name + "' is not a VM name: see `vmfork ls`");
     }
@@ -146,21 +259,17 @@ int cmd_console(const Globals& /*g*/, const std::string& name, bool follow) {
     if (!fd) {
         throw CliError("no console of a VM named " + name + " (" + path + "): see `vmfork ls`");
     }
-    std::array<char, 4096> buf{};
+    if (o.interactive) {
+        return console_interactive(g, dir, name, fd.get());
+    }
     for (;;) {
-        const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-        if (n > 0) {
-            (void)!::write(STDOUT_FILENO, buf.data(), static_cast<std::size_t>(n));
-            continue;
-        }
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (!follow || !dir.in_use(name)) {
+        drain(fd.get());
+        if (!o.follow || !dir.in_use(name)) {
             break;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
+    drain(fd.get());
     return 0;
 }
 

@@ -3,9 +3,12 @@
 #include <array>
 #include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <fmt/format.h>
 #include <fstream>
 #include <sstream>
+#include <sys/stat.h>
+#include <sys/utsname.h>
 #include <thread>
 #include <unistd.h>
 
@@ -77,7 +80,41 @@ json call(const control::RuntimeDir& dir, const std::string& name, const std::st
     }
 }
 
-json boot_spec(const control::RuntimeDir& dir, const RunOptions& o) {
+std::string default_kernel() {
+    utsname u{};
+    if (::uname(&u) < 0) {
+        throw SystemError::from_errno("uname");
+    }
+    return std::string("/boot/vmlinuz-") + u.release;
+}
+
+std::string default_initramfs() {
+    const std::string exe = self_exe();
+    return exe.substr(0, exe.rfind('/')) + "/../share/vmfork/linux-initramfs.cpio.gz";
+}
+
+namespace {
+
+// A boot file the user named (or the default): readable, a regular file.
+void check_boot_file(const std::string& path, const char* what, const char* option) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) < 0) {
+        const int e = errno;
+        throw CliError(fmt::format("{} {}: {}{}", what, path, std::strerror(e),
+                                   e == ENOENT ? fmt::format(" (give another with {})", option)
+                                               : std::string()));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        throw CliError(fmt::format("{} {} is not a regular file", what, path));
+    }
+    if (::access(path.c_str(), R_OK) != 0) {
+        throw CliError(fmt::format("{} {}: permission denied", what, path));
+    }
+}
+
+} // namespace
+
+LaunchSpec boot_spec(const control::RuntimeDir& dir, const RunOptions& o) {
     check_devices();
     dir.ensure();
     std::string name = o.name;
@@ -106,22 +143,34 @@ json boot_spec(const control::RuntimeDir& dir, const RunOptions& o) {
     } catch (const std::exception& e) {
         throw CliError("--mem " + o.mem + ": " + e.what());
     }
-    return {
-        {"mode", "boot"},
-        {"name", name},
-        {"mem_size", mem},
-        {"cpus", o.cpus},
-        {"fill", o.fill},
-        {"report_every", o.report_every},
-        {"pace_us", o.pace_ms * 1000ULL},
-        {"runtime_dir", dir.path()},
-        {"spawned_ns", monotonic_ns()},
-    };
+    LaunchSpec spec;
+    spec.mode = LaunchSpec::Mode::Boot;
+    spec.name = name;
+    spec.runtime_dir = dir.path();
+    spec.mem_size = mem;
+    spec.cpus = o.cpus;
+    if (o.linux_guest) {
+        spec.platform = Platform::Linux;
+        spec.linux_guest.kernel = o.kernel.empty() ? default_kernel() : o.kernel;
+        check_boot_file(spec.linux_guest.kernel, "kernel", "--kernel");
+        if (!o.no_initrd) {
+            spec.linux_guest.initrd = o.initrd.empty() ? default_initramfs() : o.initrd;
+            check_boot_file(spec.linux_guest.initrd, "initrd", "--initrd");
+        }
+        spec.linux_guest.cmdline = default_linux_cmdline;
+        if (!o.append.empty()) {
+            spec.linux_guest.cmdline += " " + o.append;
+        }
+    } else {
+        spec.builtin = {o.fill, o.report_every, o.pace_ms * 1000ULL};
+    }
+    spec.spawned_ns = monotonic_ns();
+    return spec;
 }
 
 json start_vm(const control::RuntimeDir& dir, const RunOptions& o, std::chrono::seconds timeout) {
-    const json spec = boot_spec(dir, o);
-    const std::string name = spec.at("name").get<std::string>();
+    const LaunchSpec spec = boot_spec(dir, o);
+    const std::string& name = spec.name;
     auto pending = launch_vmm(self_exe(), spec, nullptr, -1, dir.path() + "/" + name + ".log");
     try {
         pending.wait(std::chrono::steady_clock::now() + timeout);

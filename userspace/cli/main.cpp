@@ -35,7 +35,8 @@ int run_cli(int argc, char** argv) {
         ->capture_default_str();
 
     RunOptions run;
-    auto* run_cmd = app.add_subcommand("run", "boot the built-in guest in a new VM");
+    auto* run_cmd = app.add_subcommand(
+        "run", "boot a new VM: the built-in test guest, or a Linux guest (--linux, --kernel)");
     run_cmd->add_option("--name", run.name, "VM name (default: vm1, vm2, ...)");
     run_cmd->add_option("--mem", run.mem, "guest RAM, e.g. 64M, 1G")->capture_default_str();
     run_cmd->add_option("--cpus", run.cpus, "vCPUs")
@@ -51,6 +52,14 @@ int run_cli(int argc, char** argv) {
         ->check(CLI::Range(1ULL, 1000000000ULL))
         ->capture_default_str();
     run_cmd->add_flag("--foreground", run.foreground, "run the VM in this process (Ctrl-C stops)");
+    run_cmd->add_flag("--linux", run.linux_guest,
+                      "boot Linux: the host's kernel (/boot/vmlinuz-$(uname -r)) with the "
+                      "build's initramfs (busybox, vmfork-workload, a shell on ttyS0)");
+    run_cmd->add_option("--kernel", run.kernel, "a Linux bzImage to boot (implies --linux)");
+    run_cmd->add_option("--initrd", run.initrd, "the initramfs (default: the build's)");
+    run_cmd->add_flag("--no-initrd", run.no_initrd, "boot Linux without an initramfs");
+    run_cmd->add_option("--append", run.append,
+                        fmt::format("kernel command line added to \"{}\"", default_linux_cmdline));
 
     ForkOptions fork;
     auto* fork_cmd = app.add_subcommand("fork", "clone a running VM into new running VMs");
@@ -102,11 +111,15 @@ int run_cli(int argc, char** argv) {
     kill_cmd->add_option("names", kill_names, "VMs to stop");
     kill_cmd->add_flag("--all", kill_all, "stop every VM");
 
-    std::string console_name;
-    bool follow = false;
+    ConsoleOptions console;
     auto* console_cmd = app.add_subcommand("console", "the guest's serial output so far");
-    console_cmd->add_option("name", console_name, "the VM")->required();
-    console_cmd->add_flag("-f,--follow", follow, "keep printing until the VM stops or Ctrl-C");
+    console_cmd->add_option("name", console.name, "the VM")->required();
+    console_cmd->add_flag("-f,--follow", console.follow,
+                          "keep printing until the VM stops or Ctrl-C");
+    console_cmd->add_flag("-i,--interactive", console.interactive,
+                          "attach: stdin goes to the guest's serial port, its output comes back "
+                          "(on a terminal, Ctrl-] detaches; otherwise stdin is sent and the "
+                          "command returns at EOF); Linux guests only");
 
     DemoOptions demo;
     auto* demo_cmd = app.add_subcommand("demo", "boot, warm, fork N verified clones, report, "
@@ -122,6 +135,17 @@ int run_cli(int argc, char** argv) {
         ->check(CLI::Range(1, 16))
         ->capture_default_str();
     demo_cmd->add_flag("--keep", demo.keep, "leave the VMs running at the end");
+    DemoLinuxOptions demo_linux;
+    bool linux_demo = false;
+    demo_cmd->add_flag("--linux", linux_demo,
+                       "the Linux demo instead: boot the default Linux guest, start a workload "
+                       "that writes and checks memory, fork --clones (default 16) clones, check "
+                       "every clone by the guest's own output");
+    demo_cmd->add_option("--kernel", demo_linux.kernel, "with --linux: the guest kernel");
+    demo_cmd
+        ->add_option("--workload", demo_linux.workload_mib,
+                     "with --linux: MiB the workload writes and checks")
+        ->check(CLI::Range(1, 4096));
 
     BenchOptions bench;
     auto* bench_cmd = add_bench_command(app, bench);
@@ -131,6 +155,21 @@ int run_cli(int argc, char** argv) {
 
     try {
         if (*run_cmd) {
+            if (!run.kernel.empty() || !run.initrd.empty() || !run.append.empty() ||
+                run.no_initrd) {
+                run.linux_guest = true;
+            }
+            if (run.linux_guest) {
+                for (const char* opt : {"--fill", "--pace", "--report-every"}) {
+                    if (run_cmd->count(opt) != 0) {
+                        throw CliError(std::string(opt) +
+                                       " is an option of the built-in guest, not of a Linux one");
+                    }
+                }
+                if (run.no_initrd && !run.initrd.empty()) {
+                    throw CliError("give --initrd or --no-initrd, not both");
+                }
+            }
             return cmd_run(g, run);
         }
         if (*fork_cmd) {
@@ -155,9 +194,29 @@ int run_cli(int argc, char** argv) {
             return cmd_kill(g, kill_names, kill_all);
         }
         if (*console_cmd) {
-            return cmd_console(g, console_name, follow);
+            if (console.interactive && console.follow) {
+                throw CliError("give -f or -i, not both (-i follows the output too)");
+            }
+            return cmd_console(g, console);
         }
         if (*demo_cmd) {
+            if (linux_demo) {
+                if (demo_cmd->count("--fill") != 0) {
+                    throw CliError("--fill is an option of the built-in guest's demo");
+                }
+                demo_linux.keep = demo.keep;
+                demo_linux.cpus = demo.cpus;
+                if (demo_cmd->count("--mem") != 0) {
+                    demo_linux.mem = demo.mem;
+                }
+                if (demo_cmd->count("--clones") != 0) {
+                    demo_linux.clones = demo.clones;
+                }
+                return cmd_demo_linux(g, demo_linux);
+            }
+            if (!demo_linux.kernel.empty() || demo_cmd->count("--workload") != 0) {
+                throw CliError("--kernel and --workload are options of `vmfork demo --linux`");
+            }
             return cmd_demo(g, demo);
         }
         if (*bench_cmd) {

@@ -152,7 +152,7 @@ def _():
         assert argv[1:3] == [b"__vmm", name.encode()], argv
         assert os.path.exists(os.path.join(RUNTIME, name + ".sock"))
     table = vmfork("ls").stdout.splitlines()
-    assert table[0].split() == ["NAME", "PID", "PARENT", "GEN", "STATE", "MEMORY", "PRIVATE",
+    assert table[0].split() == ["NAME", "PID", "GUEST", "PARENT", "GEN", "STATE", "MEMORY", "PRIVATE",
                                 "SHARED"], table[0]
     assert len(table) == 1 + len(vms)
 

@@ -88,7 +88,8 @@ void type(Machine& m, const std::string& line) {
 // Kernel complaints any console must not show.
 void expect_clean(const Machine& m, const std::string& who) {
     static const std::regex bad(
-        "BUG:|WARNING:|Oops|soft lockup|rcu.*stall|Kernel panic|hung_task|Call Trace");
+        "BUG:|WARNING:|Oops|soft lockup|rcu.*stall|Kernel panic|hung_task|Call Trace|"
+        "timekeeping watchdog|TSC unstable due to clocksource watchdog");
     std::smatch match;
     const std::string out = m.serial().output();
     const bool found = std::regex_search(out, match, bad);

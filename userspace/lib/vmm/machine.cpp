@@ -2,10 +2,12 @@
 #include "vmfork/vmm/machine.h"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 
 #include "guest_abi.h"
 #include "vmfork/device.h"
@@ -87,7 +89,7 @@ Machine::Machine(Key /*key*/, const Kvm& kvm, GuestMemory memory, unsigned cpus,
     : kvm_(kvm), memory_(std::make_unique<GuestMemory>(std::move(memory))),
       serial_(std::make_unique<SerialPort>(open_serial(config.serial_path))),
       report_(std::make_unique<ReportPort>(*memory_, config.report_history, config.on_report)),
-      platform_(config.platform), vm_(kvm.create_vm()) {
+      platform_(config.platform), vm_(kvm.create_vm()), on_power_off_(config.on_power_off) {
     if (cpus == 0 || cpus > VmState::max_vcpus) {
         throw SystemError(EINVAL, "a VM needs 1.." + std::to_string(VmState::max_vcpus) +
                                       " vCPUs, not " + std::to_string(cpus));
@@ -133,9 +135,14 @@ void Machine::add_linux_devices() {
 }
 
 void Machine::power_off() {
-    powered_off_ = true;
+    if (powered_off_.exchange(true)) {
+        return;
+    }
     for (auto& r : runners_) {
         r->request_exit();
+    }
+    if (on_power_off_) {
+        on_power_off_();
     }
 }
 
@@ -354,13 +361,39 @@ void Machine::reset_to(const VmState& state, const CloneIdentity& identity) {
 void Machine::set_identity(const CloneIdentity& identity) {
     identity_ = identity;
     if (platform_ == Platform::Linux) {
-        return; // no identity page in a Linux guest's RAM (VMGenID: the identity issue)
+        new_vm_generation(identity.generation != 0);
+        return;
     }
     // id first, generation last: the guest takes a new generation as the signal.
     memory_->write(VMFORK_GUEST_IDENTITY + offsetof(vmfork_guest_identity, id), identity.id);
     __atomic_thread_fence(__ATOMIC_RELEASE);
     memory_->write(VMFORK_GUEST_IDENTITY + offsetof(vmfork_guest_identity, generation),
                    identity.generation);
+}
+
+void Machine::new_vm_generation(bool notify) {
+    // A fresh random 128-bit VM generation ID for every boot, clone and reset: the
+    // guest's vmgenid driver mixes it into the RNG and reseeds it ("crng reseeded due
+    // to virtual machine fork"), so no two clones go on with the same random numbers.
+    std::array<std::uint8_t, platform::vmgenid_size> id{};
+    std::size_t done = 0;
+    while (done < id.size()) {
+        const ssize_t n = ::getrandom(id.data() + done, id.size() - done, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            throw SystemError::from_errno("getrandom for the VM generation ID");
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    std::memcpy(memory_->at(platform::vmgenid_addr, id.size()), id.data(), id.size());
+    if (notify) {
+        // An edge on the Generic Event Device's GSI: its _EVT notifies VGEN (0x80).
+        // Before the vCPUs run it waits in the IOAPIC/LAPIC state just restored.
+        vm_.irq_line(platform::ged_gsi, true);
+        vm_.irq_line(platform::ged_gsi, false);
+    }
 }
 
 CloneIdentity Machine::identity() const {

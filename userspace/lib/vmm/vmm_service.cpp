@@ -9,6 +9,7 @@
 
 #include "vmfork/memory_object.h"
 #include "vmfork/system_error.h"
+#include "vmfork/vmm/boot/linux_loader.h"
 #include "vmfork/vmm/boot_loader.h"
 #include "vmfork/vmm/launcher.h"
 
@@ -24,6 +25,7 @@ namespace {
 constexpr std::size_t report_history = 64;
 constexpr std::uint64_t max_clones_per_request = 256;
 constexpr auto clone_start_timeout = std::chrono::seconds(60);
+constexpr std::size_t max_input = 4096; // console bytes per input request
 
 std::uint64_t us_since(std::uint64_t start_ns) {
     return (monotonic_ns() - start_ns) / 1000;
@@ -40,23 +42,6 @@ std::vector<vmfork_guest_slot> read_slots(const MemoryObject& memory, std::size_
     return slots;
 }
 
-json positions_json(const std::vector<GuestPosition>& positions) {
-    json a = json::array();
-    for (const auto& p : positions) {
-        a.push_back({p.step, p.checksum, p.tsc});
-    }
-    return a;
-}
-
-std::vector<GuestPosition> positions_from(const json& a) {
-    std::vector<GuestPosition> v;
-    for (const auto& p : a) {
-        v.push_back({p.at(0).get<std::uint64_t>(), p.at(1).get<std::uint64_t>(),
-                     p.at(2).get<std::uint64_t>()});
-    }
-    return v;
-}
-
 UniqueFd truncate_file(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd) {
@@ -67,54 +52,62 @@ UniqueFd truncate_file(const std::string& path) {
 
 } // namespace
 
-VmmService::VmmService(const json& spec, std::optional<MemoryObject> memory,
+VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memory,
                        std::optional<VmState> state)
-    : dir_(spec.at("runtime_dir").get<std::string>()), name_(spec.at("name").get<std::string>()),
-      spawned_ns_(spec.value("spawned_ns", monotonic_ns())), started_ns_(monotonic_ns()),
-      kvm_(Kvm::open()) {
+    : dir_(spec.runtime_dir), name_(spec.name),
+      spawned_ns_(spec.spawned_ns != 0 ? spec.spawned_ns : monotonic_ns()),
+      started_ns_(monotonic_ns()), platform_(spec.platform), kvm_(Kvm::open()) {
     control::RuntimeDir::check_name(name_);
     dir_.ensure();
     lock_ = std::make_unique<control::NameLock>(control::NameLock::acquire(dir_, name_));
     truncate_file(dir_.console_path(name_));
 
     MachineConfig config;
+    config.platform = platform_;
     config.serial_path = dir_.console_path(name_);
     config.report_history = report_history;
-    const std::string mode = spec.at("mode").get<std::string>();
-    if (mode == "boot") {
+    // From a vCPU's thread: the guest powered off or asked for a reset; the VMM exits.
+    config.on_power_off = [this] { stop(); };
+    if (spec.mode == LaunchSpec::Mode::Boot) {
         device_.emplace(Device::open());
-        config.mem_size = spec.at("mem_size").get<std::uint64_t>();
-        config.cpus = spec.at("cpus").get<unsigned>();
-        fill_ = spec.at("fill").get<std::uint64_t>();
-        BuiltinGuestLoader loader(fill_, spec.at("report_every").get<std::uint64_t>(),
-                                  spec.at("pace_us").get<std::uint64_t>());
+        config.mem_size = spec.mem_size;
+        config.cpus = spec.cpus;
+        if (platform_ == Platform::Linux) {
+            LinuxLoader loader(spec.linux_guest.kernel, spec.linux_guest.initrd,
+                               spec.linux_guest.cmdline);
+            MemoryObject ram = device_->create_memory(config.mem_size);
+            identity_ = {0, ram.id()};
+            machine_ = Machine::boot(kvm_, std::move(ram), config, loader);
+            return;
+        }
+        fill_ = spec.builtin.fill;
+        BuiltinGuestLoader loader(fill_, spec.builtin.report_every, spec.builtin.pace_us);
         MemoryObject ram = device_->create_memory(config.mem_size);
         identity_ = {0, ram.id()};
         verifier_ = std::make_unique<ReportVerifier>(config.cpus, identity_);
         auto* verifier = verifier_.get();
         config.on_report = [verifier](const GuestReport& r) { verifier->check(r.slot); };
         machine_ = Machine::boot(kvm_, std::move(ram), config, loader);
-    } else if (mode == "clone") {
-        if (!memory || !state) {
-            throw SystemError(EINVAL, "a clone needs its memory object and state");
-        }
-        parent_ = spec.at("parent").get<std::string>();
-        fill_ = spec.value("fill", std::uint64_t{0});
-        identity_ = {spec.at("generation").get<std::uint64_t>(), memory->id()};
+        return;
+    }
+    if (!memory || !state) {
+        throw SystemError(EINVAL, "a clone needs its memory object and state");
+    }
+    parent_ = spec.parent;
+    fill_ = spec.fill;
+    identity_ = {spec.generation, memory->id()};
+    if (platform_ == Platform::Builtin) {
         std::vector<std::uint64_t> tsc;
         for (const auto& v : state->vcpus) {
             tsc.push_back(v.msr(VcpuState::msr_ia32_tsc).value_or(0));
         }
-        verifier_ = std::make_unique<ReportVerifier>(positions_from(spec.at("parent_positions")),
-                                                     read_slots(*memory, state->vcpus.size()), tsc,
-                                                     identity_);
+        verifier_ = std::make_unique<ReportVerifier>(
+            spec.parent_positions, read_slots(*memory, state->vcpus.size()), tsc, identity_);
         auto* verifier = verifier_.get();
         config.on_report = [verifier](const GuestReport& r) { verifier->check(r.slot); };
-        fork_state_ = std::move(state);
-        machine_ = Machine::restore(kvm_, std::move(*memory), *fork_state_, identity_, config);
-    } else {
-        throw SystemError(EINVAL, "unknown VMM mode '" + mode + "'");
     }
+    fork_state_ = std::move(state);
+    machine_ = Machine::restore(kvm_, std::move(*memory), *fork_state_, identity_, config);
 }
 
 VmmService::~VmmService() = default;
@@ -126,20 +119,26 @@ void VmmService::listen() {
     d.add("reset", [this](const Request& r) { return reset(r); });
     d.add("pause", [this](const Request& r) { return pause(r); });
     d.add("resume", [this](const Request& r) { return resume(r); });
+    d.add("input", [this](const Request& r) { return input(r); });
     d.add("kill", [](const Request& r) {
         r.check_only({});
         return Outcome{control::ok_reply(), true};
     });
     server_ = std::make_unique<control::Server>(dir_.socket_path(name_), std::move(d));
+    server_ptr_.store(server_.get());
 }
 
 void VmmService::run() {
+    // A guest that powered off before the server was published stopped nothing.
+    if (machine_->powered_off()) {
+        return;
+    }
     server_->run();
 }
 
 void VmmService::stop() noexcept {
-    if (server_) {
-        server_->stop();
+    if (control::Server* s = server_ptr_.load()) {
+        s->stop();
     }
 }
 
@@ -160,12 +159,17 @@ std::string VmmService::state_name() const {
 
 json VmmService::describe() const {
     const auto st = machine_->memory().object().stats();
-    const auto sum = verifier_->summary();
-    json steps = json::array();
-    json own = json::array();
-    for (std::size_t i = 0; i < sum.positions.size(); ++i) {
-        steps.push_back(sum.positions[i].step);
-        own.push_back(sum.own_per_cpu[i]);
+    json reports = nullptr; // the built-in guest's, checked by the verifier
+    if (verifier_) {
+        const auto sum = verifier_->summary();
+        json steps = json::array();
+        json own = json::array();
+        for (std::size_t i = 0; i < sum.positions.size(); ++i) {
+            steps.push_back(sum.positions[i].step);
+            own.push_back(sum.own_per_cpu[i]);
+        }
+        reports = {{"checked", sum.reports},   {"own", sum.own},       {"own_per_cpu", own},
+                   {"failures", sum.failures}, {"errors", sum.errors}, {"steps", steps}};
     }
     const auto first = machine_->reports().first();
     std::uint64_t first_report_ns = 0;
@@ -189,13 +193,8 @@ json VmmService::describe() const {
         {"started_ns", started_ns_},
         {"first_report_ns", first_report_ns},
         {"uptime_ms", us_since(started_ns_) / 1000},
-        {"reports",
-         {{"checked", sum.reports},
-          {"own", sum.own},
-          {"own_per_cpu", own},
-          {"failures", sum.failures},
-          {"errors", sum.errors},
-          {"steps", steps}}},
+        {"guest", platform_ == Platform::Linux ? "linux" : "builtin"},
+        {"reports", reports},
         {"vcpu_errors", machine_->errors()},
         {"memory",
          {{"id", st.id},
@@ -264,7 +263,9 @@ Outcome VmmService::fork(const Request& req) {
         machine_->pause();
         try {
             state = machine_->capture();
-            positions = verifier_->summary().positions;
+            if (verifier_) {
+                positions = verifier_->summary().positions;
+            }
             for (std::uint64_t i = 0; i < count; ++i) {
                 const std::uint64_t f = monotonic_ns();
                 children.push_back(machine_->memory().object().fork(
@@ -298,16 +299,16 @@ Outcome VmmService::fork(const Request& req) {
         const std::string name = clone_name(prefix, names);
         names.push_back(name);
         const std::uint64_t now = monotonic_ns();
-        const json spec = {
-            {"mode", "clone"},
-            {"name", name},
-            {"parent", name_},
-            {"generation", identity_.generation + 1},
-            {"fill", fill_},
-            {"parent_positions", positions_json(positions)},
-            {"runtime_dir", dir_.path()},
-            {"spawned_ns", now},
-        };
+        LaunchSpec spec;
+        spec.mode = LaunchSpec::Mode::Clone;
+        spec.name = name;
+        spec.runtime_dir = dir_.path();
+        spec.spawned_ns = now;
+        spec.platform = platform_;
+        spec.parent = name_;
+        spec.generation = identity_.generation + 1;
+        spec.fill = fill_;
+        spec.parent_positions = positions;
         pending.push_back(
             launch_vmm(exe, spec, &children[i], state_fd.get(), dir_.path() + "/" + name + ".log"));
         spawned.push_back(now);
@@ -350,10 +351,25 @@ Outcome VmmService::reset(const Request& req) {
     const auto before = machine_->memory().object().stats();
     const std::uint64_t t0 = monotonic_ns();
     machine_->reset_to(*fork_state_, identity_);
-    verifier_->rewind();
+    if (verifier_) {
+        verifier_->rewind();
+    }
     const std::uint64_t took = us_since(t0);
     paused_ = false;
     return {control::ok_reply({{"reset_us", took}, {"dropped_pages", before.private_pages}})};
+}
+
+Outcome VmmService::input(const Request& req) {
+    req.check_only({"data"});
+    if (platform_ != Platform::Linux) {
+        throw RequestError(ENOTSUP, "VM " + name_ +
+                                        " runs the built-in guest: its console "
+                                        "takes no input");
+    }
+    const std::string data = req.hex_bytes("data", max_input);
+    machine_->console_input(
+        std::span(reinterpret_cast<const std::uint8_t*>(data.data()), data.size()));
+    return {control::ok_reply({{"bytes", data.size()}})};
 }
 
 Outcome VmmService::pause(const Request& req) {

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,9 @@ struct MachineConfig {
     std::string serial_path;           // the console also goes to this file if set
     std::size_t report_history = 0;    // reports kept (the latest); 0: all
     ReportPort::Listener on_report;    // called on each report, in the vCPU's thread
+    // Called once when the guest powers off or asks for a reset (the vCPUs are being
+    // stopped), in the vCPU's thread.
+    std::function<void()> on_power_off;
 };
 
 // One VM in this process: guest memory (a vmfork object, or plain memory for the
@@ -55,7 +59,8 @@ public:
                                          const MachineConfig& config, BootLoader& loader);
     // A clone: a new VM on memory (a fork child), state restored, identity written
     // before any vCPU runs; the vCPUs start running at once.
-    // Of config, serial_path, report_history and on_report apply.
+    // Of config, platform, serial_path, report_history, on_report and on_power_off
+    // apply.
     static std::unique_ptr<Machine> restore(const Kvm& kvm, MemoryObject memory,
                                             const VmState& state, const CloneIdentity& identity,
                                             const MachineConfig& config = {});
@@ -131,6 +136,9 @@ private:
     // warm machine and a reset all do before their vCPUs run again.
     void load_state(const VmState& state, const CloneIdentity& identity);
     void restore_devices(const VmState& state);
+    // The Linux platform: a new VM generation ID, and (notify) the ACPI event that makes
+    // the guest read it.
+    void new_vm_generation(bool notify);
     // From a device, in a vCPU's thread: every vCPU ends.
     void power_off();
     [[nodiscard]] std::vector<const Vcpu*> vcpu_ptrs() const;
@@ -148,6 +156,7 @@ private:
     std::vector<StatefulDevice*> stateful_; // in pio_devices_, saved in this order
     Uart16550* uart_ = nullptr;             // the Linux platform's COM1
     CloneIdentity identity_{};              // the Linux platform's (no identity page yet)
+    std::function<void()> on_power_off_;
     std::atomic<bool> powered_off_{false};
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
     std::vector<std::unique_ptr<VcpuRunner>> runners_; // destroyed first: threads stop

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -15,19 +16,21 @@
 #include "vmfork/device.h"
 #include "vmfork/kvm.h"
 #include "vmfork/vm_state.h"
+#include "vmfork/vmm/launch_spec.h"
 #include "vmfork/vmm/machine.h"
 #include "vmfork/vmm/report_verifier.h"
 
 namespace vmfork {
 
-// One VM as a process: the Machine, its report verifier and the control requests of
-// `vmfork` (info, fork, reset, pause, resume, kill) on NAME.sock in the runtime dir.
-// Built from a launch spec (launcher.h); run() serves until a kill request or stop().
+// One VM as a process: the Machine (the built-in guest with its report verifier, or a
+// Linux guest) and the control requests of `vmfork` (info, fork, reset, pause, resume,
+// input, kill) on NAME.sock in the runtime dir. Built from a launch spec; run() serves
+// until a kill request, stop(), or the guest powering off.
 class VmmService {
 public:
     // Boots or restores the VM the spec describes (clone: memory and state are the
     // fork child and its VmState). Throws on any failure, before anything runs.
-    VmmService(const nlohmann::json& spec, std::optional<MemoryObject> memory,
+    VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memory,
                std::optional<VmState> state);
     ~VmmService();
     VmmService(const VmmService&) = delete;
@@ -49,6 +52,7 @@ private:
     control::Outcome reset(const control::Request& req);
     control::Outcome pause(const control::Request& req);
     control::Outcome resume(const control::Request& req);
+    control::Outcome input(const control::Request& req);
     [[nodiscard]] nlohmann::json describe() const;
     [[nodiscard]] std::string state_name() const;
     [[nodiscard]] std::string clone_name(const std::string& prefix,
@@ -59,6 +63,7 @@ private:
     std::string parent_;
     std::uint64_t spawned_ns_ = 0;
     std::uint64_t started_ns_ = 0;
+    Platform platform_;
     std::unique_ptr<control::NameLock> lock_;
     Kvm kvm_;
     std::optional<Device> device_; // a booted VM only
@@ -71,6 +76,7 @@ private:
     bool paused_ = false;
     std::uint64_t fill_ = 0;
     std::unique_ptr<control::Server> server_;
+    std::atomic<control::Server*> server_ptr_{nullptr}; // for stop() from any thread
 };
 
 // The `vmfork __vmm` entry point: reads the spec and fds of launcher.h, builds the
@@ -79,7 +85,6 @@ private:
 int vmm_main();
 // `vmfork run --foreground`: the same in the calling process, until SIGINT/SIGTERM or
 // a kill request; on_ready is called once the VM serves.
-int vmm_foreground(const nlohmann::json& spec,
-                   const std::function<void(const VmmService&)>& on_ready);
+int vmm_foreground(const LaunchSpec& spec, const std::function<void(const VmmService&)>& on_ready);
 
 } // namespace vmfork

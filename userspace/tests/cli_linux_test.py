@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Linux guests through the vmfork CLI, inside the test VM (needs /dev/kvm, /dev/vmfork).
+
+One Linux guest boots (`vmfork run --linux`: the host's kernel and the build's
+initramfs); everything else forks it. The oracles are the guests' own consoles: the
+guest's ticker (a process that must go on from where it was in every clone, and go
+back at a reset), commands typed through `vmfork console -i`, and no kernel complaint
+on any console. Output: kselftest TAP with a "# Totals" line (run-selftests.sh -x).
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
+import ktap  # noqa: E402
+VMFORK = os.environ.get("VMFORK_BIN", os.path.join(HERE, "..", "..", "build", "bin", "vmfork"))
+RUNTIME = tempfile.mkdtemp(prefix="vmfork-cli-linux-test.")
+ENV = dict(os.environ, VMFORK_RUNTIME_DIR=RUNTIME)
+TIMEOUT = 120  # a nested Linux boot takes 13-20 s under TCG; every wait is bounded
+BAD = re.compile(r"BUG:|WARNING:|Oops|soft lockup|rcu.*stall|Kernel panic|hung_task|"
+                 r"Call Trace|timekeeping watchdog|TSC unstable due to clocksource watchdog")
+TICK = re.compile(r"vmfork-guest: tick (\d+)")
+RESEED = "crng reseeded due to virtual machine fork"
+consoles = {}  # every VM seen: its last console text, scanned at the end
+
+
+def vmfork(*args, check=True, stdin_text=None, timeout=TIMEOUT):
+    p = subprocess.run([VMFORK, *args], env=ENV, capture_output=True, text=True,
+                       timeout=timeout, input=stdin_text,
+                       stdin=None if stdin_text is not None else subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        raise AssertionError(f"vmfork {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
+    return p
+
+
+def ls():
+    return {v["name"]: v for v in json.loads(vmfork("ls", "--json").stdout)}
+
+
+def console(name):
+    text = vmfork("console", name).stdout
+    consoles[name] = text
+    return text
+
+
+def ticks(name):
+    return [int(t) for t in TICK.findall(console(name))]
+
+
+def wait_for(what, pred, timeout=TIMEOUT, evidence=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(0.3)
+    extra = ""
+    if evidence:
+        extra = "\nconsole tail of " + evidence + ":\n" + "\n".join(
+            console(evidence).splitlines()[-15:])
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
+
+
+def answers(name, a, b):
+    """Types `echo NAME-$((a+b))` and waits for the shell's answer."""
+    token = f"{name}-{a + b}"
+    vmfork("console", "-i", name, stdin_text=f"echo {name}-$(({a}+{b}))\n")
+    wait_for(f"{name} to answer on its console", lambda: token in console(name).replace(
+        f"$(({a}+{b}))", ""), evidence=name)
+
+
+def clean(name):
+    text = console(name)
+    m = BAD.search(text)
+    assert not m, f"{name}'s console shows {m.group(0)!r}:\n" + text[max(0, m.start() - 1500):][:4000]
+
+
+@ktap.test("run --linux boots the host's kernel to a shell that answers console -i")
+def _():
+    out = vmfork("run", "--linux", "--name", "lx", "--mem", "160M").stdout
+    assert "lx: running" in out and "vmfork console -i lx" in out, out
+    v = ls()["lx"]
+    assert v["guest"] == "linux" and v["state"] == "running", v
+    wait_for("the guest's shell", lambda: "vmfork-guest: up, 1 cpus" in console("lx"),
+             evidence="lx")
+    wait_for("the guest's ticker", lambda: max(ticks("lx"), default=0) >= 2, evidence="lx")
+    answers("lx", 2, 3)
+    clean("lx")
+
+
+@ktap.test("fork -n 2: each clone's processes go on from the fork and its console answers")
+def _():
+    at_fork = max(ticks("lx"))
+    out = vmfork("fork", "lx", "-n", "2").stdout
+    assert "lx-1  pid" in out and "lx-2  pid" in out, out
+    for name in ("lx-1", "lx-2"):
+        v = ls()[name]
+        assert v["guest"] == "linux" and v["parent"] == "lx" and v["generation"] == 1, v
+        wait_for(f"{name}'s ticker", lambda n=name: len(ticks(n)) >= 2, evidence=name)
+        t = ticks(name)
+        # The ticker went on: no restart at 1, no jump back before the fork.
+        assert t[0] >= at_fork and t[0] <= at_fork + 30, (at_fork, t[:5])
+        assert t == sorted(t), t
+        answers(name, 40, len(name))
+        assert v["memory"]["shared_pages"] > 0, "a clone must share its parent's pages"
+    answers("lx", 1, 1)  # the parent goes on too
+
+
+@ktap.test("every clone gets a new VM generation ID: its kernel reseeds its RNG")
+def _():
+    for name in ("lx-1", "lx-2"):
+        wait_for(f"{name}'s kernel to reseed on the new VM generation ID",
+                 lambda n=name: RESEED in console(n), evidence=name)
+    assert RESEED not in console("lx"), "the parent did not fork: no new generation"
+    # The two clones' RNGs diverged: the same read gives different bytes.
+    got = {}
+    for name in ("lx-1", "lx-2"):
+        vmfork("console", "-i", name, stdin_text="echo rnd-$(head -c 12 /dev/urandom | od -An "
+                                                  "-tx1 | tr -d ' ')\n")
+        m = wait_for(f"{name}'s random bytes",
+                     lambda n=name: re.search(r"rnd-([0-9a-f]{24})", console(n)), evidence=name)
+        got[name] = m.group(1)
+    assert got["lx-1"] != got["lx-2"], got
+
+
+@ktap.test("reset takes a Linux clone back to its fork point, and it runs on from there")
+def _():
+    wait_for("lx-1 to tick on", lambda: max(ticks("lx-1")) >= min(ticks("lx-1")) + 3,
+             evidence="lx-1")
+    first = min(ticks("lx-1"))
+    before = max(ticks("lx-1"))
+    out = vmfork("reset", "lx-1").stdout
+    assert "back at its fork point" in out, out
+    # After the reset the ticker restarts from the fork-time value: it prints a tick
+    # number below the highest one it had reached.
+    n_before = len(ticks("lx-1"))
+
+    def went_back():
+        t = ticks("lx-1")[n_before:]
+        return t and t[0] <= first + 1 and t[0] < before
+    wait_for("lx-1's ticker to go back to the fork point", went_back, evidence="lx-1")
+    # A reset is a new generation too: the RNG, back at its fork-time state, reseeds.
+    wait_for("lx-1 to reseed after the reset",
+             lambda: console("lx-1").count(RESEED) >= 2, evidence="lx-1")
+    answers("lx-1", 7, 7)
+    assert ls()["lx-1"]["state"] == "running"
+
+
+@ktap.test("fork --template of a clone: the template is frozen, its clones run (generation 2)")
+def _():
+    out = vmfork("fork", "lx-2", "--template", "-n", "1").stdout
+    assert "lx-2 is a template" in out and "lx-2-1  pid" in out, out
+    vms = ls()
+    assert vms["lx-2"]["state"] == "template", vms["lx-2"]
+    out = vmfork("fork", "lx-2", "-n", "1").stdout  # the template forks again
+    assert "lx-2-2  pid" in out, out
+    for name in ("lx-2-1", "lx-2-2"):
+        assert ls()[name]["generation"] == 2
+        answers(name, 5, len(name))
+    p = vmfork("reset", "lx-2", check=False)
+    assert p.returncode != 0 and "template" in p.stderr, p.stderr
+
+
+@ktap.test("poweroff in a guest ends its VM: no process, socket or lock left")
+def _():
+    pid = ls()["lx-2-2"]["pid"]
+    vmfork("console", "-i", "lx-2-2", stdin_text="poweroff -f\n")
+    wait_for("lx-2-2's VMM to exit", lambda: not os.path.exists(f"/proc/{pid}"))
+    assert "lx-2-2" not in ls()
+    left = [f for f in os.listdir(RUNTIME) if f.startswith("lx-2-2.") and
+            f.endswith((".sock", ".lock"))]
+    assert not left, left
+
+
+@ktap.test("SIGKILL of a clone's VMM leaves nothing behind; its siblings run on")
+def _():
+    pid = ls()["lx-2-1"]["pid"]
+    console("lx-2-1")  # scanned at the end like every other
+    os.kill(pid, signal.SIGKILL)
+    wait_for("the killed VMM to exit", lambda: not os.path.exists(f"/proc/{pid}"))
+    assert "lx-2-1" not in ls()
+    left = [f for f in os.listdir(RUNTIME) if f.startswith("lx-2-1.") and
+            f.endswith((".sock", ".lock"))]
+    assert not left, left
+    answers("lx-1", 8, 8)
+
+
+@ktap.test("bad Linux boot input: a clear error, exit 1, nothing left behind")
+def _():
+    before = sorted(os.listdir(RUNTIME))
+    big = os.path.join(RUNTIME, "big.img")
+    with open(big, "wb") as f:
+        f.truncate(200 << 20)
+    cases = [
+        (["--kernel", "/nonexistent/vmlinuz"], "kernel /nonexistent/vmlinuz: No such file"),
+        (["--kernel", "/etc/passwd"], "not a Linux bzImage"),
+        (["--kernel", "/boot"], "is not a regular file"),
+        (["--linux", "--initrd", big, "--mem", "128M"], "too small"),
+        (["--linux", "--mem", "24M"], "too small"),
+        (["--linux", "--cpus", "0"], "--cpus"),
+        (["--linux", "--cpus", "99"], "--cpus"),
+        (["--linux", "--fill", "10"], "built-in guest"),
+        (["--linux", "--initrd", big, "--no-initrd"], "not both"),
+    ]
+    for args, want in cases:
+        p = vmfork("run", "--name", "bad", *args, check=False)
+        assert p.returncode != 0, f"run {args} must fail"
+        assert want in p.stderr, f"run {args}: {p.stderr!r} lacks {want!r}"
+    os.unlink(big)
+    assert "bad" not in ls()
+    assert sorted(os.listdir(RUNTIME)) == before or all(
+        not f.startswith("bad.") or f.endswith((".console", ".log"))
+        for f in os.listdir(RUNTIME)), os.listdir(RUNTIME)
+    p = vmfork("console", "-i", "nosuchvm", stdin_text="x\n", check=False)
+    assert p.returncode == 1 and "VM named nosuchvm" in p.stderr and "vmfork ls" in p.stderr, \
+        p.stderr
+
+
+@ktap.test("no kernel complaint on any guest console; kill --all leaves nothing")
+def _():
+    for name in list(ls()):
+        console(name)
+    for name in sorted(consoles):
+        m = BAD.search(consoles[name])
+        assert not m, f"{name}'s console shows {m.group(0)!r}:\n" + \
+            consoles[name][max(0, m.start() - 1500):][:4000]
+    vmfork("kill", "--all")
+    assert ls() == {}
+    left = [f for f in os.listdir(RUNTIME) if f.endswith((".sock", ".lock"))]
+    assert not left, left
+
+
+def kill_all():
+    """Leaves nothing running, whatever happened."""
+    subprocess.run([VMFORK, "kill", "--all"], env=ENV, capture_output=True, timeout=TIMEOUT)
+
+
+if __name__ == "__main__":
+    if not os.access("/dev/kvm", os.W_OK) or not os.access("/dev/vmfork", os.W_OK):
+        ktap.skip_all("needs /dev/kvm and /dev/vmfork (run it in the test VM)")
+    sys.exit(ktap.main(cleanup=kill_all))
