@@ -49,7 +49,8 @@ help:
 	@echo '  bpf            build/bin/vmfork-trace: bpf/*.bpf.c, its bpftool skeleton, the tool'
 	@echo '  check          deps, build, ctest, selftests in a VM on 6.1 and 6.12'
 	@echo '  check-quick    the same on 6.1 only'
-	@echo '  demo           in the test VM: boot a 256 MiB guest, fork 32 verified clones, report'
+	@echo '  demo           in the test VM: boot a 256 MiB guest, fork 32 verified clones, report;'
+	@echo '                 then a Linux guest with a workload, 16 clones checked by the guest'
 	@echo '  bench          in the test VM (8G, <30 min): vmfork vs process fork, snapshot-restore,'
 	@echo '                 full copy; table on stdout, CSV/JSON/PNG in bench-results/ (BENCH_ARGS)'
 	@echo '  install        module into /lib/modules/$$(uname -r)/extra, udev rule, binaries'
@@ -149,11 +150,15 @@ check-quick:
 
 # The main job: in the test VM (6.1, vmfork.ko loaded), boot the built-in guest with
 # 256 MiB, warm it, fork 32 verified clones, print the table, clean up.
-# DEMO_ARGS adds options of `vmfork demo`, e.g. DEMO_ARGS="--clones 8 --mem 64M".
+# DEMO_ARGS adds options of `vmfork demo`, e.g. DEMO_ARGS="--clones 8 --mem 64M";
+# DEMO_LINUX_ARGS of `vmfork demo --linux`. The Linux part runs in a test VM with
+# multi-threaded TCG, as the Linux-guest tests do (docs/testing.md).
 demo:
 	scripts/deps.sh
 	$(MAKE) all
 	scripts/vm-run.sh --kernel 6.1 --mem 2G --timeout 900 -- build/bin/vmfork demo $(DEMO_ARGS)
+	VMFORK_TCG_THREAD=multi scripts/vm-run.sh --kernel 6.1 --mem 2G --timeout 900 -- \
+		build/bin/vmfork demo --linux $(DEMO_LINUX_ARGS)
 
 # In the test VM (6.1, 8 GiB so that the baselines fit): `vmfork bench` at 64 MiB,
 # 256 MiB and 1 GiB, cold and on a warm pool; the table on stdout, the samples, summary
