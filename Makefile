@@ -151,14 +151,14 @@ check-quick:
 # The main job: in the test VM (6.1, vmfork.ko loaded), boot the built-in guest with
 # 256 MiB, warm it, fork 32 verified clones, print the table, clean up.
 # DEMO_ARGS adds options of `vmfork demo`, e.g. DEMO_ARGS="--clones 8 --mem 64M";
-# DEMO_LINUX_ARGS of `vmfork demo --linux`. The Linux part runs in a test VM with
-# multi-threaded TCG, as the Linux-guest tests do (docs/testing.md).
+# DEMO_LINUX_ARGS of `vmfork demo --linux`. The Linux part runs in a test VM with one
+# vCPU, as the Linux-guest tests do (docs/testing.md).
 demo:
 	scripts/deps.sh
 	$(MAKE) all
 	scripts/vm-run.sh --kernel 6.1 --mem 2G --timeout 900 -- build/bin/vmfork demo $(DEMO_ARGS)
-	VMFORK_TCG_THREAD=multi scripts/vm-run.sh --kernel 6.1 --mem 2G --timeout 900 -- \
-		build/bin/vmfork demo --linux $(DEMO_LINUX_ARGS)
+	scripts/vm-run.sh --kernel 6.1 --cpus 1 --mem 2G --timeout 900 -- \
+		build/bin/vmfork --timeout 300 demo --linux $(DEMO_LINUX_ARGS)
 
 # In the test VM (6.1, 8 GiB so that the baselines fit): `vmfork bench` at 64 MiB,
 # 256 MiB and 1 GiB, cold and on a warm pool; the table on stdout, the samples, summary
