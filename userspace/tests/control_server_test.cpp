@@ -35,8 +35,13 @@ bool exists(const std::string& path) {
     return ::lstat(path.c_str(), &st) == 0;
 }
 
-Dispatcher test_dispatcher() {
+// gate: what the "slow" op waits for (at most 10 s).
+Dispatcher test_dispatcher(const std::shared_future<void>& gate) {
     Dispatcher d;
+    d.add("slow", [gate](const Request&) {
+        const bool released = gate.wait_for(10s) == std::future_status::ready;
+        return Outcome{ok_reply(Json{{"released", released}})};
+    });
     d.add("echo", [](const Request& r) { return Outcome{ok_reply(r.args)}; });
     d.add("stop", [](const Request&) { return Outcome{ok_reply(Json{{"bye", true}}), true}; });
     d.add("fail", [](const Request&) -> Outcome { throw std::runtime_error("it broke"); });
@@ -89,8 +94,9 @@ protected:
         ::rmdir(dir_.c_str());
     }
 
-    void start(std::chrono::milliseconds client_timeout = 10s) {
-        server_ = std::make_unique<Server>(path_, test_dispatcher(), 0600, client_timeout);
+    void start(std::chrono::milliseconds client_timeout = 10s, unsigned workers = 1) {
+        server_ = std::make_unique<Server>(path_, test_dispatcher(gate_.get_future().share()), 0600,
+                                           client_timeout, workers);
         std::promise<void> done;
         finished_ = done.get_future();
         thread_ = std::thread([this, done = std::move(done)]() mutable {
@@ -124,6 +130,15 @@ protected:
         EXPECT_EQ(client.call("echo", Json{{"alive", true}}, prompt), Json({{"alive", true}}));
     }
 
+    // Calls "slow" on a connection of its own, in a thread; the reply's "released".
+    std::future<bool> call_slow() {
+        return std::async(std::launch::async, [this] {
+            const Client c = Client::connect(path_);
+            return c.call("slow", Json::object(), 20s).at("released").get<bool>();
+        });
+    }
+
+    std::promise<void> gate_;
     std::string dir_;
     std::string path_;
     std::unique_ptr<Server> server_;
@@ -354,7 +369,7 @@ TEST_F(ControlServer, StopFromAnotherThreadWhileAClientIsConnected) {
 }
 
 TEST_F(ControlServer, StopBeforeRun) {
-    server_ = std::make_unique<Server>(path_, test_dispatcher());
+    server_ = std::make_unique<Server>(path_, test_dispatcher(gate_.get_future().share()));
     server_->stop();
     server_->run(); // returns at once
     SUCCEED();
@@ -408,7 +423,7 @@ TEST_F(ControlServer, ConnectToADeadServerIsEconnrefused) {
 }
 
 TEST(ControlDispatcher, HandlesEveryFailure) {
-    Dispatcher d = test_dispatcher();
+    Dispatcher d = test_dispatcher(std::shared_future<void>());
     d.add("request_error", [](const Request&) -> Outcome { throw RequestError(ERANGE, "r"); });
     d.add("protocol_error", [](const Request&) -> Outcome { throw ProtocolError(EBADMSG, "p"); });
     d.add("int", [](const Request&) -> Outcome { throw 42; });
@@ -430,6 +445,58 @@ TEST(ControlDispatcher, HandlesEveryFailure) {
     const Outcome stop = d.handle(Message{MessageType::Request, Json{{"op", "stop"}}});
     EXPECT_TRUE(stop.stop);
     EXPECT_EQ(stop.reply, Json({{"ok", true}, {"bye", true}}));
+}
+
+TEST_F(ControlServer, WorkersAnswerOthersWhileOneRequestIsSlow) {
+    start(10s, 4);
+    auto slow = call_slow();
+    std::this_thread::sleep_for(100ms); // the slow request is in its handler
+    const Client other = Client::connect(path_);
+    EXPECT_EQ(other.call("echo", Json{{"n", 1}}, 2s), Json({{"n", 1}}));
+    EXPECT_EQ(slow.wait_for(0s), std::future_status::timeout) << "still in its handler";
+    gate_.set_value();
+    EXPECT_TRUE(slow.get());
+}
+
+TEST_F(ControlServer, OneWorkerHoldsOthersWhileARequestIsSlow) {
+    start(10s, 1);
+    auto slow = call_slow();
+    std::this_thread::sleep_for(100ms);
+    const Client other = Client::connect(path_); // accepted into the backlog only
+    EXPECT_EQ(thrown_errno<ProtocolError>(
+                  [&] { static_cast<void>(other.call("echo", Json::object(), 300ms)); }),
+              ETIMEDOUT);
+    gate_.set_value();
+    EXPECT_TRUE(slow.get());
+}
+
+TEST_F(ControlServer, ManyClientsAtOnceWithWorkers) {
+    start(10s, 4);
+    std::vector<std::future<int>> clients;
+    for (int i = 0; i < 8; i++) {
+        clients.push_back(std::async(std::launch::async, [this, i] {
+            const Client c = Client::connect(path_);
+            int ok = 0;
+            for (int j = 0; j < 20; j++) {
+                ok += c.call("echo", Json{{"i", i}, {"j", j}}, prompt) == Json{{"i", i}, {"j", j}};
+            }
+            return ok;
+        }));
+    }
+    for (auto& c : clients) {
+        EXPECT_EQ(c.get(), 20);
+    }
+}
+
+TEST_F(ControlServer, StopOpInAWorkerEndsRunAndTheSlowRequestFinishes) {
+    start(10s, 4);
+    auto slow = call_slow();
+    std::this_thread::sleep_for(100ms);
+    const Client client = Client::connect(path_);
+    EXPECT_EQ(client.call("stop", Json::object(), prompt), Json({{"bye", true}}));
+    EXPECT_TRUE(run_returned());
+    gate_.set_value(); // the destructor waits for the handler still running
+    EXPECT_TRUE(slow.get());
 }
 
 } // namespace

@@ -130,8 +130,9 @@ Outcome Dispatcher::handle(const Message& message) const {
 
 // NOLINTNEXTLINE(modernize-pass-by-value): the signature is the header's
 Server::Server(const std::string& path, Dispatcher dispatcher, unsigned mode,
-               std::chrono::milliseconds client_timeout)
-    : path_(path), dispatcher_(std::move(dispatcher)), client_timeout_(client_timeout) {
+               std::chrono::milliseconds client_timeout, unsigned workers)
+    : path_(path), dispatcher_(std::move(dispatcher)), client_timeout_(client_timeout),
+      workers_(std::max(workers, 1U)) {
     const sockaddr_un addr = unix_address(path_, "cannot listen on " + path_);
     wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_) {
@@ -158,8 +159,63 @@ Server::Server(const std::string& path, Dispatcher dispatcher, unsigned mode,
 }
 
 Server::~Server() {
+    // The connection threads see stopping_ (and the eventfd) at their next wait; one in
+    // a handler finishes it first.
+    stop();
+    std::list<std::thread> threads;
+    {
+        const std::lock_guard lock(threads_mu_);
+        threads.swap(threads_);
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
     // Constructed means bound: the path is this server's.
     ::unlink(path_.c_str());
+}
+
+void Server::join_finished() {
+    std::list<std::thread> done;
+    {
+        const std::lock_guard lock(threads_mu_);
+        for (const auto id : finished_) {
+            const auto it = std::find_if(threads_.begin(), threads_.end(),
+                                         [id](const std::thread& t) { return t.get_id() == id; });
+            if (it != threads_.end()) {
+                done.splice(done.end(), threads_, it);
+            }
+        }
+        finished_.clear();
+    }
+    for (auto& t : done) {
+        t.join(); // it has only its return left
+    }
+}
+
+void Server::serve_in_thread(UniqueFd conn) {
+    {
+        std::unique_lock lock(threads_mu_);
+        // The rest wait in the listen backlog; stop() is seen within the poll period.
+        while (running_ >= workers_ && !stopping_.load()) {
+            thread_done_.wait_for(lock, std::chrono::milliseconds(accept_backoff_ms));
+        }
+        if (stopping_.load()) {
+            return;
+        }
+        ++running_;
+        threads_.emplace_back([this, fd = std::move(conn)]() mutable {
+            try {
+                serve(fd.get());
+            } catch (...) { // NOLINT(bugprone-empty-catch): one broken connection is not fatal
+            }
+            fd.reset();
+            const std::lock_guard done_lock(threads_mu_);
+            --running_;
+            finished_.push_back(std::this_thread::get_id());
+            thread_done_.notify_all();
+        });
+    }
+    join_finished();
 }
 
 void Server::run() {
@@ -177,7 +233,7 @@ void Server::run() {
         if (fds[1].revents == 0) {
             continue;
         }
-        const UniqueFd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        UniqueFd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (!conn) {
             switch (errno) {
             case EINTR:
@@ -197,6 +253,10 @@ void Server::run() {
             default:
                 throw SystemError::from_errno("accept on " + path_);
             }
+        }
+        if (workers_ > 1) {
+            serve_in_thread(std::move(conn));
+            continue;
         }
         try {
             serve(conn.get());
@@ -230,7 +290,7 @@ void Server::serve(int conn) {
         }
         Outcome outcome = dispatcher_.handle(request);
         if (outcome.stop) {
-            stopping_.store(true);
+            stop(); // wakes run() and every other connection
             send_best_effort(conn, std::move(outcome.reply), Clock::now() + client_timeout_);
             return;
         }

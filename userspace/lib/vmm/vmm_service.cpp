@@ -26,6 +26,8 @@ constexpr std::size_t report_history = 64;
 constexpr std::uint64_t max_clones_per_request = 256;
 constexpr auto clone_start_timeout = std::chrono::seconds(60);
 constexpr std::size_t max_input = 4096; // console bytes per input request
+// Connections served at once: a fork waiting for its clones holds one.
+constexpr unsigned server_workers = 8;
 
 std::uint64_t us_since(std::uint64_t start_ns) {
     return (monotonic_ns() - start_ns) / 1000;
@@ -124,7 +126,8 @@ void VmmService::listen() {
         r.check_only({});
         return Outcome{control::ok_reply(), true};
     });
-    server_ = std::make_unique<control::Server>(dir_.socket_path(name_), std::move(d));
+    server_ = std::make_unique<control::Server>(dir_.socket_path(name_), std::move(d), 0600,
+                                                std::chrono::seconds(10), server_workers);
     server_ptr_.store(server_.get());
 }
 
@@ -215,6 +218,7 @@ json VmmService::describe() const {
 
 Outcome VmmService::info(const Request& req) {
     req.check_only({});
+    const std::lock_guard lock(mu_);
     return {control::ok_reply(describe())};
 }
 
@@ -227,7 +231,8 @@ std::string VmmService::clone_name(const std::string& prefix,
                                "clone names '" + prefix +
                                    "N' are not valid VM names: use a shorter --name-prefix");
         }
-        if (std::find(taken.begin(), taken.end(), name) == taken.end() && !dir_.in_use(name)) {
+        if (std::find(taken.begin(), taken.end(), name) == taken.end() &&
+            starting_.count(name) == 0 && !dir_.in_use(name)) {
             return name;
         }
     }
@@ -239,6 +244,9 @@ Outcome VmmService::fork(const Request& req) {
     const auto count = req.u64("count", 1, 1, max_clones_per_request);
     const bool make_template = req.boolean("template", false);
     const std::string prefix = req.name("name_prefix", name_ + "-");
+    // Held until the clones are started; not while they come up, so that info (ls,
+    // stats) and other requests are answered meanwhile.
+    std::unique_lock lock(mu_);
     if (const std::string state = state_name(); state == "error" || state == "stopped") {
         throw RequestError(EIO, "VM " + name_ + " is " + state + ": it cannot be forked");
     }
@@ -290,7 +298,7 @@ Outcome VmmService::fork(const Request& req) {
     // Start the clones, each a VMM process of its own.
     const auto blob = state.serialize();
     const UniqueFd state_fd = make_memfd("vmfork-state", blob.data(), blob.size());
-    const std::string exe = self_exe();
+    const std::string exe = vmm_exe();
     std::vector<std::string> names;
     std::vector<PendingVmm> pending;
     std::vector<std::uint64_t> spawned;
@@ -314,6 +322,8 @@ Outcome VmmService::fork(const Request& req) {
         spawned.push_back(now);
     }
     children.clear(); // the clones hold their own descriptors now
+    starting_.insert(names.begin(), names.end());
+    lock.unlock();
     const auto deadline = std::chrono::steady_clock::now() + clone_start_timeout;
     bool all_ok = true;
     for (std::size_t i = 0; i < pending.size(); ++i) {
@@ -331,6 +341,10 @@ Outcome VmmService::fork(const Request& req) {
         }
         clones.push_back(std::move(c));
     }
+    lock.lock();
+    for (const auto& n : names) {
+        starting_.erase(n);
+    }
     return {control::ok_reply({{"clones", clones},
                                {"pause_us", pause_us},
                                {"request_ns", t0},
@@ -340,6 +354,7 @@ Outcome VmmService::fork(const Request& req) {
 
 Outcome VmmService::reset(const Request& req) {
     req.check_only({});
+    const std::lock_guard lock(mu_);
     if (!fork_state_) {
         throw RequestError(EINVAL, "VM " + name_ +
                                        " is not a clone: only a clone can go back to its fork "
@@ -361,6 +376,7 @@ Outcome VmmService::reset(const Request& req) {
 
 Outcome VmmService::input(const Request& req) {
     req.check_only({"data"});
+    const std::lock_guard lock(mu_);
     if (platform_ != Platform::Linux) {
         throw RequestError(ENOTSUP, "VM " + name_ +
                                         " runs the built-in guest: its console "
@@ -374,6 +390,7 @@ Outcome VmmService::input(const Request& req) {
 
 Outcome VmmService::pause(const Request& req) {
     req.check_only({});
+    const std::lock_guard lock(mu_);
     machine_->pause();
     paused_ = true;
     return {control::ok_reply()};
@@ -381,6 +398,7 @@ Outcome VmmService::pause(const Request& req) {
 
 Outcome VmmService::resume(const Request& req) {
     req.check_only({});
+    const std::lock_guard lock(mu_);
     if (template_state_) {
         throw RequestError(EPERM, "VM " + name_ + " is a template: it never runs again (fork it)");
     }

@@ -3,9 +3,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <list>
 #include <map>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "vmfork/control/protocol.h"
 #include "vmfork/unique_fd.h"
@@ -31,17 +36,20 @@ private:
     std::map<std::string, Handler> handlers_;
 };
 
-// A unix stream socket server, one connection at a time (requests are short; a fork
-// request is the longest and runs while others wait in the backlog). Each connection
-// may carry several requests; a client that sends nothing for client_timeout, or a
-// malformed message, gets an error reply (when possible) and is disconnected.
+// A unix stream socket server. Each connection may carry several requests; a client
+// that sends nothing for client_timeout, or a malformed message, gets an error reply
+// (when possible) and is disconnected. With workers == 1 connections are served one at
+// a time in run()'s thread; with more, each in a thread of its own, up to workers at
+// once (the rest wait in the backlog), so a long request (a fork waits for its clones)
+// does not hold up the others: the handlers must then be thread-safe.
 class Server {
 public:
     // Binds path (which must not exist: the caller removes a stale one under its name
     // lock), mode 0600 unless mode is given.
     Server(const std::string& path, Dispatcher dispatcher, unsigned mode = 0600,
-           std::chrono::milliseconds client_timeout = std::chrono::seconds(10));
-    ~Server(); // unlinks the socket path
+           std::chrono::milliseconds client_timeout = std::chrono::seconds(10),
+           unsigned workers = 1);
+    ~Server(); // waits for the connection threads, unlinks the socket path
     Server(const Server&) = delete;
     Server& operator=(const Server&) = delete;
     Server(Server&&) = delete;
@@ -55,6 +63,9 @@ public:
 
 private:
     void serve(int conn);
+    // workers > 1: serves conn in a thread of its own once fewer than workers run.
+    void serve_in_thread(UniqueFd conn);
+    void join_finished();
 
     std::string path_;
     Dispatcher dispatcher_;
@@ -62,6 +73,12 @@ private:
     UniqueFd listen_;
     UniqueFd wake_; // eventfd
     std::atomic<bool> stopping_{false};
+    unsigned workers_;
+    std::mutex threads_mu_;
+    std::condition_variable thread_done_;
+    std::list<std::thread> threads_;        // guarded by threads_mu_
+    std::vector<std::thread::id> finished_; // guarded by threads_mu_: to join
+    unsigned running_ = 0;                  // guarded by threads_mu_
 };
 
 // A client of one VMM: connect, then call() as often as needed.

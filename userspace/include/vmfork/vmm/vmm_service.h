@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,6 +60,10 @@ private:
     [[nodiscard]] std::string clone_name(const std::string& prefix,
                                          const std::vector<std::string>& taken) const;
 
+    // Guards the VM and everything below that requests change: the control server runs
+    // requests in parallel (a fork waits for its clones without it).
+    mutable std::mutex mu_;
+    std::set<std::string> starting_; // clone names of forks still waiting for their clones
     control::RuntimeDir dir_;
     std::string name_;
     std::string parent_;
@@ -79,7 +85,7 @@ private:
     std::atomic<control::Server*> server_ptr_{nullptr}; // for stop() from any thread
 };
 
-// The `vmfork __vmm` entry point: reads the spec and fds of launcher.h, builds the
+// The vmfork-vmm entry point: reads the spec and fds of launcher.h, builds the
 // VmmService, reports ready (or the error) on the ready fd, serves. Returns the exit
 // status.
 int vmm_main();
