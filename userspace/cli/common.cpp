@@ -171,7 +171,7 @@ LaunchSpec boot_spec(const control::RuntimeDir& dir, const RunOptions& o) {
 json start_vm(const control::RuntimeDir& dir, const RunOptions& o, std::chrono::seconds timeout) {
     const LaunchSpec spec = boot_spec(dir, o);
     const std::string& name = spec.name;
-    auto pending = launch_vmm(self_exe(), spec, nullptr, -1, dir.path() + "/" + name + ".log");
+    auto pending = launch_vmm(vmm_exe(), spec, nullptr, -1, dir.path() + "/" + name + ".log");
     try {
         pending.wait(std::chrono::steady_clock::now() + timeout);
     } catch (const SystemError& e) {

@@ -18,10 +18,6 @@ namespace {
 
 int run_cli(int argc, char** argv) {
     using namespace vmfork::cli;
-    // The VMM process: `vmfork __vmm NAME`, started by vmfork itself with its fds.
-    if (argc >= 2 && std::string(argv[1]) == "__vmm") {
-        return vmfork::vmm_main();
-    }
 
     CLI::App app{"vmfork: instant copy-on-write clones of running KVM virtual machines.\n"
                  "VMs are processes with a control socket in $VMFORK_RUNTIME_DIR "
@@ -55,7 +51,9 @@ int run_cli(int argc, char** argv) {
     run_cmd->add_flag("--linux", run.linux_guest,
                       "boot Linux: the host's kernel (/boot/vmlinuz-$(uname -r)) with the "
                       "build's initramfs (busybox, vmfork-workload, a shell on ttyS0)");
-    run_cmd->add_option("--kernel", run.kernel, "a Linux bzImage to boot (implies --linux)");
+    run_cmd->add_option(
+        "--kernel", run.kernel,
+        "a Linux bzImage, or an ELF vmlinux with a PVH entry, to boot (implies --linux)");
     run_cmd->add_option("--initrd", run.initrd, "the initramfs (default: the build's)");
     run_cmd->add_flag("--no-initrd", run.no_initrd, "boot Linux without an initramfs");
     run_cmd->add_option("--append", run.append,

@@ -149,7 +149,8 @@ def _():
     for name, v in vms.items():
         with open(f"/proc/{v['pid']}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
-        assert argv[1:3] == [b"__vmm", name.encode()], argv
+        assert os.path.basename(os.readlink(f"/proc/{v['pid']}/exe")) == "vmfork-vmm"
+        assert argv[:2] == [b"vmfork-vmm", name.encode()], argv
         assert os.path.exists(os.path.join(RUNTIME, name + ".sock"))
     table = vmfork("ls").stdout.splitlines()
     assert table[0].split() == ["NAME", "PID", "GUEST", "PARENT", "GEN", "STATE", "MEMORY", "PRIVATE",
@@ -283,6 +284,32 @@ def _():
                        timeout=TIMEOUT, stdin=subprocess.DEVNULL)
     assert p.returncode == 1 and "CAP_SYS_ADMIN" in p.stderr, (p.returncode, p.stderr)
     assert p.stdout == "", p.stdout
+
+
+@ktap.test("a VM answers ls and stats while it forks (the fork waits for its clones)")
+def _():
+    fork = subprocess.Popen([VMFORK, "fork", "t", "-n", "8", "--name-prefix", "busy-"], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    answered_during = 0
+    try:
+        while fork.poll() is None:
+            p = vmfork("stats", "t", "--json", check=False, timeout=30)
+            assert p.returncode == 0, p.stderr
+            assert json.loads(p.stdout)["vms"][0]["name"] == "t"
+            if fork.poll() is None:
+                answered_during += 1
+                assert "t" in ls(), "ls must list a VM while it forks"
+        out, err = fork.communicate(timeout=TIMEOUT)
+    finally:
+        if fork.poll() is None:
+            fork.kill()
+            fork.wait()
+    assert fork.returncode == 0, err
+    assert answered_during > 0, "the fork ended before a stats request ran: make it slower"
+    for i in range(1, 9):
+        assert f"busy-{i}  pid" in out, out
+    vmfork("kill", *[f"busy-{i}" for i in range(1, 9)])
 
 
 @ktap.test("kill stops a VM: its process exits, its files go, the others run on")

@@ -26,6 +26,11 @@ std::uint64_t monotonic_ns() {
            static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
+std::string vmm_exe() {
+    const std::string self = self_exe();
+    return self.substr(0, self.rfind('/') + 1) + "vmfork-vmm";
+}
+
 std::string self_exe() {
     std::array<char, 4096> buf{};
     const ssize_t n = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
@@ -159,10 +164,9 @@ PendingVmm launch_vmm(const std::string& exe, const LaunchSpec& spec, const Memo
     }
     const SpawnAttr attr;
     const std::string& name = spec.name;
-    std::string argv0 = "vmfork";
-    std::string argv1 = "__vmm";
-    std::string argv2 = name; // shows in ps
-    std::array<char*, 4> argv = {argv0.data(), argv1.data(), argv2.data(), nullptr};
+    std::string argv0 = "vmfork-vmm";
+    std::string argv1 = name; // shows in ps
+    std::array<char*, 3> argv = {argv0.data(), argv1.data(), nullptr};
     pid_t pid = -1;
     if (int e = ::posix_spawn(&pid, exe.c_str(), actions.get(), attr.get(), argv.data(), environ);
         e != 0) {

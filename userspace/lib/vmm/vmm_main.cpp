@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-// `vmfork __vmm NAME`: the VMM process of one VM (started by launch_vmm()).
+// vmfork-vmm NAME: the VMM process of one VM (started by launch_vmm(), never by hand).
 #include <atomic>
 #include <cerrno>
 #include <csignal>

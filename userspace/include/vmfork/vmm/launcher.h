@@ -50,8 +50,11 @@ UniqueFd make_memfd(const std::string& name, const void* data, std::size_t size)
 PendingVmm launch_vmm(const std::string& exe, const LaunchSpec& spec, const MemoryObject* memory,
                       int state_fd, const std::string& log_path);
 
-// The path of the running executable (the VMM is the same binary).
+// The path of the running executable.
 std::string self_exe();
+// The VMM binary: vmfork-vmm next to the running executable (vmfork, or a VMM that
+// starts clones).
+std::string vmm_exe();
 
 // CLOCK_MONOTONIC in ns: comparable between processes.
 std::uint64_t monotonic_ns();

@@ -13,6 +13,7 @@
 #include "vmfork/system_error.h"
 #include "vmfork/unique_fd.h"
 #include "vmfork/vmm/boot/long_mode.h"
+#include "vmfork/vmm/boot/pvh.h"
 #include "vmfork/vmm/memory.h"
 #include "vmfork/vmm/platform.h"
 
@@ -50,6 +51,7 @@ constexpr std::uint64_t entry_64_offset = 0x200;
 
 constexpr std::uint16_t boot_cs = 0x10, boot_ds = 0x18; // the boot protocol's selectors
 constexpr std::uint64_t page = 4096;
+constexpr std::uint32_t pvh_cmdline_size = 2048; // COMMAND_LINE_SIZE on x86
 
 template <typename T> T get(std::span<const std::uint8_t> b, std::size_t off) {
     T v{};
@@ -139,22 +141,52 @@ LinuxLoader::LinuxLoader(const std::string& kernel_path, const std::string& init
                          std::string cmdline)
     : kernel_path_(kernel_path), kernel_file_(read_file(kernel_path, "kernel")),
       initrd_path_(initrd_path), cmdline_(std::move(cmdline)) {
+    std::uint32_t cmdline_max = pvh_cmdline_size;
     try {
-        image_ = BzImage::parse(kernel_file_);
+        if (PvhImage::is_elf(kernel_file_)) {
+            pvh_ = PvhImage::parse(kernel_file_);
+        } else {
+            image_ = BzImage::parse(kernel_file_);
+            cmdline_max = std::max<std::uint32_t>(image_.cmdline_size, 256);
+        }
     } catch (const std::invalid_argument& e) {
         throw SystemError(ENOEXEC, kernel_path + ": " + e.what());
     }
     if (!initrd_path.empty()) {
         initrd_ = read_file(initrd_path, "initrd");
     }
-    if (cmdline_.size() + 1 > std::max<std::uint32_t>(image_.cmdline_size, 256)) {
+    if (cmdline_.size() + 1 > cmdline_max) {
         throw SystemError(E2BIG, "the kernel command line is " + std::to_string(cmdline_.size()) +
                                      " bytes; this kernel takes at most " +
-                                     std::to_string(image_.cmdline_size - 1));
+                                     std::to_string(cmdline_max - 1));
     }
 }
 
+void LinuxLoader::load_pvh(const GuestMemory& mem, const Vcpu& bsp) {
+    const std::uint64_t initrd_room = (initrd_.size() + page - 1) & ~(page - 1);
+    const std::uint64_t needs = pvh_->end + (16ULL << 20) + initrd_room;
+    if (mem.low_size() < needs) {
+        throw SystemError(EINVAL, "guest memory of " + std::to_string(mem.size() >> 20) +
+                                      " MiB is too small for " + kernel_path_ +
+                                      (initrd_.empty() ? "" : " and " + initrd_path_) +
+                                      ": give it at least " + std::to_string((needs >> 20) + 1) +
+                                      " MiB");
+    }
+    std::uint64_t initrd_addr = 0;
+    if (!initrd_.empty()) {
+        initrd_addr = align_down(mem.low_size() - initrd_.size(), page);
+        std::memcpy(mem.at(initrd_addr, initrd_.size()), initrd_.data(), initrd_.size());
+    }
+    std::memset(mem.at(cmdline_addr, cmdline_.size() + 1), 0, cmdline_.size() + 1);
+    std::memcpy(mem.at(cmdline_addr, cmdline_.size()), cmdline_.data(), cmdline_.size());
+    pvh_start(mem, bsp, *pvh_, cmdline_addr, initrd_addr, initrd_.size());
+}
+
 void LinuxLoader::load(const GuestMemory& mem, const std::vector<const Vcpu*>& vcpus) {
+    if (pvh_) {
+        load_pvh(mem, *vcpus.at(0));
+        return;
+    }
     // The kernel decompresses itself to kernel_run_addr and needs init_size from there,
     // plus room for its page tables and early allocations above: 16 MiB more.
     const std::uint64_t kernel_needs = kernel_run_addr + image_.init_size + (16ULL << 20);

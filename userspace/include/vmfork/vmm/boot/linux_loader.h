@@ -2,10 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "vmfork/vmm/boot/pvh.h"
 #include "vmfork/vmm/boot_loader.h"
 
 namespace vmfork {
@@ -34,11 +36,12 @@ struct E820Entry {
 };
 std::vector<E820Entry> e820_map(const GuestMemory& mem);
 
-// Boots Linux through the 64-bit boot protocol: the protected-mode kernel at 1 MiB,
-// boot_params (setup header, command line, initrd, e820, acpi_rsdp_addr) and an
-// identity map, vCPU 0 at the 64-bit entry; the other vCPUs wait for INIT/SIPI as on
-// hardware (Linux starts them from the ACPI MADT). The caller has written the ACPI
-// tables at platform::acpi_base.
+// Boots Linux: a bzImage through the 64-bit boot protocol (the protected-mode kernel
+// at 1 MiB, boot_params with setup header, command line, initrd, e820 and
+// acpi_rsdp_addr, an identity map, vCPU 0 at the 64-bit entry), or an ELF vmlinux
+// through PVH (pvh.h). The other vCPUs wait for INIT/SIPI as on hardware (Linux starts
+// them from the ACPI MADT). The caller has written the ACPI tables at
+// platform::acpi_base.
 class LinuxLoader : public BootLoader {
 public:
     // Reads the files now: a missing or unreadable file is an error here, with its name.
@@ -56,9 +59,12 @@ public:
     static constexpr std::uint64_t kernel_run_addr = 0x1000000;
 
 private:
+    void load_pvh(const GuestMemory& memory, const Vcpu& bsp);
+
     std::string kernel_path_;
     std::vector<std::uint8_t> kernel_file_;
-    BzImage image_;
+    BzImage image_;               // a bzImage, or
+    std::optional<PvhImage> pvh_; // an ELF vmlinux
     std::string initrd_path_;
     std::vector<std::uint8_t> initrd_;
     std::string cmdline_;
