@@ -107,6 +107,7 @@ userspace: $(BUILD)/userspace/CMakeCache.txt
 	cmake --build $(BUILD)/userspace
 	@mkdir -p $(BUILD)/bin
 	@ln -sfn ../userspace/bin/vmfork $(BUILD)/bin/vmfork
+	@ln -sfn ../userspace/bin/vmfork-vmm $(BUILD)/bin/vmfork-vmm
 	@ln -sfn ../userspace/bin/vmfork-trace $(BUILD)/bin/vmfork-trace
 
 # --- selftests ------------------------------------------------------------------------
@@ -151,13 +152,13 @@ check-quick:
 # The main job: in the test VM (6.1, vmfork.ko loaded), boot the built-in guest with
 # 256 MiB, warm it, fork 32 verified clones, print the table, clean up.
 # DEMO_ARGS adds options of `vmfork demo`, e.g. DEMO_ARGS="--clones 8 --mem 64M";
-# DEMO_LINUX_ARGS of `vmfork demo --linux`. The Linux part runs in a test VM with one
-# vCPU, as the Linux-guest tests do (docs/testing.md).
+# DEMO_LINUX_ARGS of `vmfork demo --linux`. The Linux part runs in a test VM with
+# multi-threaded TCG, as the Linux-guest tests do (docs/testing.md).
 demo:
 	scripts/deps.sh
 	$(MAKE) all
 	scripts/vm-run.sh --kernel 6.1 --mem 2G --timeout 900 -- build/bin/vmfork demo $(DEMO_ARGS)
-	scripts/vm-run.sh --kernel 6.1 --cpus 1 --mem 2G --timeout 900 -- \
+	VMFORK_TCG_THREAD=multi scripts/vm-run.sh --kernel 6.1 --mem 2G --timeout 900 -- \
 		build/bin/vmfork --timeout 300 demo --linux $(DEMO_LINUX_ARGS)
 
 # In the test VM (6.1, 8 GiB so that the baselines fit): `vmfork bench` at 64 MiB,
@@ -182,6 +183,11 @@ install: module
 	@if [ -f $(BUILD)/userspace/bin/vmfork ]; then \
 		install -D -m 0755 $(BUILD)/userspace/bin/vmfork $(DESTDIR)/usr/local/bin/vmfork; \
 		echo "installed /usr/local/bin/vmfork"; fi
+	@if [ -f $(BUILD)/userspace/bin/vmfork-vmm ]; then \
+		install -D -m 0755 $(BUILD)/userspace/bin/vmfork-vmm $(DESTDIR)/usr/local/bin/vmfork-vmm; \
+		install -D -m 0644 $(BUILD)/userspace/share/vmfork/linux-initramfs.cpio.gz \
+			$(DESTDIR)/usr/local/share/vmfork/linux-initramfs.cpio.gz; \
+		echo "installed /usr/local/bin/vmfork-vmm, /usr/local/share/vmfork"; fi
 	@if [ -f $(BUILD)/userspace/bin/vmfork-trace ]; then \
 		install -D -m 0755 $(BUILD)/userspace/bin/vmfork-trace $(DESTDIR)/usr/local/bin/vmfork-trace; \
 		echo "installed /usr/local/bin/vmfork-trace"; fi

@@ -37,7 +37,9 @@ Options:
 
 QEMU runs single-threaded TCG (VMFORK_TCG_THREAD=single, the default): multi-threaded
 TCG let a 6.12 guest execute a stale int3 after jump-label patching ("Oops: int3" in
-kmem_cache_alloc while a cgroup was created). VMFORK_TCG_THREAD=multi to compare.
+kmem_cache_alloc while a cgroup was created). VMFORK_TCG_THREAD=multi for nested Linux
+guests (docs/testing.md); the guest then pins KVM's apic_sw_disabled static key
+(scripts/kvm-pin-keys.py), the one KVM flips as VMs come and go.
 
 Inside the guest: VMFORK_KO=<path of vmfork.ko> and VMFORK_KERNEL=<release>; other
 VMFORK_* variables of the caller are passed through. Only one guest runs at a time
@@ -333,8 +335,9 @@ guest_timeout=$timeout_secs
 
 {
 	echo "#!/bin/bash"
-	printf 'RELEASE=%q KO=%q SHELL_MODE=%q TIMEOUT=%q WORKDIR=%q LEAK_CHECK=%q SHARE=%q GUEST_MODULES=%q\n' \
-		"$release" "$ko" "$shell" "$guest_timeout" "$PWD" "$leak_check" "$share" "$guest_modules"
+	printf 'RELEASE=%q KO=%q SHELL_MODE=%q TIMEOUT=%q WORKDIR=%q LEAK_CHECK=%q SHARE=%q GUEST_MODULES=%q TCG_THREAD=%q PIN=%q\n' \
+		"$release" "$ko" "$shell" "$guest_timeout" "$PWD" "$leak_check" "$share" "$guest_modules" \
+		"${VMFORK_TCG_THREAD:-single}" "$repo/scripts/kvm-pin-keys.py"
 	cat <<'GUEST'
 # Stage 2, PID 1 on the overlay root (pseudo filesystems mounted by stage 1): load kvm,
 # kvm_amd and vmfork.ko, run the command, unload vmfork.ko, report, power off.
@@ -379,6 +382,16 @@ elif [ -n "$KO" ] && ! insmod "$KO"; then
 else
 	say "kvm_amd${KO:+ and vmfork} loaded"
 	ready=1
+	# Multi-threaded TCG runs stale int3s after code patching: keep KVM's
+	# apic_sw_disabled static key from flipping (scripts/kvm-pin-keys.py).
+	if [ "$TCG_THREAD" = multi ]; then
+		python3 "$PIN" >$R/pin.log 2>&1 &
+		for _ in $(seq 50); do
+			grep -q holding $R/pin.log 2>/dev/null && break
+			sleep 0.1
+		done
+		grep -q holding $R/pin.log || status "kvm-pin-keys did not start: $(cat $R/pin.log)"
+	fi
 fi
 if [ "$ready" = 1 ]; then
 	if [ "$SHELL_MODE" = 1 ]; then
