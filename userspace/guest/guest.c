@@ -138,18 +138,68 @@ static void setup_interrupts(uint64_t pace_us) {
     *apic_reg(APIC_TMICT) = (uint32_t)(pace_us * 1000);
 }
 
-static uint64_t fill_ram(const struct vmfork_guest_boot_info* bi) {
-    uint64_t start = VMFORK_GUEST_WORK + bi->ncpus * VMFORK_GUEST_WORK_SIZE;
+/* vCPU 0's view of the fill area; on its stack, so a clone inherits it. */
+struct fill_state {
+    uint64_t start;    /* first page */
+    uint64_t pages;    /* filled pages */
+    uint64_t me;       /* low 32 bits of this VM's id */
+    uint64_t forked;   /* a clone: tags of others are valid up to fork_w */
+    uint64_t fork_w;   /* the write counter at the fork */
+    uint64_t write_at; /* next page to rewrite */
+    uint64_t check_at; /* next page to verify */
+};
+
+static void fill_page(uint64_t gpa, uint64_t tag) {
+    volatile uint64_t* p = (volatile uint64_t*)gpa;
+
+    p[0] = tag;
+    for (uint64_t i = 1; i < 512; i++)
+        p[i] = vmfork_guest_fill_word(tag, gpa, i);
+}
+
+static int page_ok(const struct fill_state* f, uint64_t gpa) {
+    const volatile uint64_t* p = (const volatile uint64_t*)gpa;
+    uint64_t tag = p[0], writer = tag >> 32, counter = tag & 0xffffffffULL;
+
+    if (writer == f->me ? f->forked && counter <= f->fork_w : !f->forked || counter > f->fork_w)
+        return 0;
+    for (uint64_t i = 1; i < 512; i++)
+        if (p[i] != vmfork_guest_fill_word(tag, gpa, i))
+            return 0;
+    return 1;
+}
+
+static void fill_ram(const struct vmfork_guest_boot_info* bi, struct fill_state* f, uint64_t id) {
     uint64_t end = bi->mem_size / 100 * bi->fill_percent;
-    uint64_t pages = 0;
 
-    for (uint64_t a = start; a + 4096 <= end; a += 4096, pages++) {
-        volatile uint64_t* p = (volatile uint64_t*)a;
+    f->start = VMFORK_GUEST_WORK + bi->ncpus * VMFORK_GUEST_WORK_SIZE;
+    f->pages = end > f->start ? (end - f->start) / 4096 : 0;
+    f->me = id & 0xffffffffULL;
+    for (uint64_t n = 0; n < f->pages; n++)
+        fill_page(f->start + n * 4096, f->me << 32);
+}
 
-        for (int i = 0; i < 512; i++)
-            p[i] = a ^ ((uint64_t)i << 48) ^ 0x5a5a5a5a5a5a5a5aULL;
+/* At each report of vCPU 0: rewrite a few pages, verify a few more. */
+static void fill_round(struct fill_state* f, volatile struct vmfork_guest_slot* slot) {
+    if (!f->pages)
+        return;
+    for (int n = 0; n < VMFORK_GUEST_FILL_WRITES; n++) {
+        /* The counter first: a fork in between leaves a tag from before it. */
+        uint64_t w = ++slot->fill_writes;
+
+        fill_page(f->start + f->write_at * 4096, (f->me << 32) | (w & 0xffffffffULL));
+        f->write_at = (f->write_at + 1) % f->pages;
     }
-    return pages;
+    for (int n = 0; n < VMFORK_GUEST_FILL_CHECKS; n++) {
+        uint64_t gpa = f->start + f->check_at * 4096;
+
+        if (!page_ok(f, gpa)) {
+            if (!slot->fill_errors++)
+                slot->fill_first_bad = gpa;
+        }
+        slot->fill_checked++;
+        f->check_at = (f->check_at + 1) % f->pages;
+    }
 }
 
 void guest_main(uint64_t cpu) {
@@ -162,6 +212,7 @@ void guest_main(uint64_t cpu) {
         (volatile uint64_t*)(VMFORK_GUEST_WORK + cpu * VMFORK_GUEST_WORK_SIZE);
     uint64_t every = bi->report_every ? bi->report_every : 1;
     uint64_t gen, dr0 = vmfork_guest_dr0(cpu);
+    struct fill_state fill = { 0 };
 
     setup_interrupts(bi->pace_us);
     *apic_reg(APIC_LDR) = (uint32_t)vmfork_guest_apic_ldr(cpu);
@@ -173,7 +224,13 @@ void guest_main(uint64_t cpu) {
     slot->step = 0;
     slot->checksum = vmfork_guest_seed(cpu);
     slot->identity_changes = 0;
-    slot->filled_pages = cpu == 0 ? fill_ram(bi) : 0;
+    slot->fill_checked = 0;
+    slot->fill_errors = 0;
+    slot->fill_first_bad = 0;
+    slot->fill_writes = 0;
+    if (cpu == 0)
+        fill_ram(bi, &fill, ident->id);
+    slot->filled_pages = fill.pages;
     gen = ident->generation;
     if (cpu == 0) {
         puts_serial("vmfork guest: ");
@@ -191,6 +248,11 @@ void guest_main(uint64_t cpu) {
         if (g != gen) {
             gen = g;
             slot->identity_changes++;
+            /* A clone (or a clone reset to its fork point): from here on it writes as
+             * itself, and what others wrote is valid only from before the fork. */
+            fill.me = ident->id & 0xffffffffULL;
+            fill.forked = 1;
+            fill.fork_w = slot->fill_writes & 0xffffffffULL;
         }
         work[k % VMFORK_GUEST_WORK_WORDS] = vmfork_guest_work_value(sum, k);
         xmm_add(VMFORK_GUEST_XMM_INC);
@@ -207,6 +269,8 @@ void guest_main(uint64_t cpu) {
             slot->lstar = rdmsr(MSR_LSTAR);
             slot->generation = gen;
             slot->id = ident->id;
+            if (cpu == 0)
+                fill_round(&fill, slot);
             outl(VMFORK_GUEST_REPORT_PORT, (uint32_t)cpu);
             /* Idle until the next timer tick; sti's shadow makes sti; hlt atomic. */
             if (bi->pace_us)

@@ -72,8 +72,31 @@ struct vmfork_guest_slot {
     uint64_t id;
     uint64_t identity_changes; /* times the guest saw the generation change */
     uint64_t filled_pages;     /* pages filled at boot */
-    uint64_t reserved[4];
+    /*
+     * vCPU 0 only: the guest's own check of its filled RAM (vmfork_guest_fill_*).
+     * Every report it rewrites VMFORK_GUEST_FILL_WRITES pages and verifies
+     * VMFORK_GUEST_FILL_CHECKS, round-robin over the whole fill area.
+     */
+    uint64_t fill_checked;   /* pages verified since boot */
+    uint64_t fill_errors;    /* of those, wrong (content, or a tag this VM cannot have) */
+    uint64_t fill_first_bad; /* guest-physical address of the first wrong page, or 0 */
+    uint64_t fill_writes;    /* pages rewritten since boot (the tag counter) */
 };
+
+#define VMFORK_GUEST_FILL_WRITES 4
+#define VMFORK_GUEST_FILL_CHECKS 64
+
+/*
+ * A filled page: word 0 is its tag, (writer << 32) | counter, where writer is the low
+ * 32 bits of the identity id of the VM that wrote it and counter the value of the
+ * write counter then (0: the boot fill); word i is vmfork_guest_fill_word(). A page is
+ * right in a VM if its words match its tag and the tag is one this VM can see: its
+ * own (after its fork, if it is a clone), or one written before its fork. A page that a
+ * sibling or the parent wrote after the fork (a copy-on-write leak) fails.
+ */
+static inline uint64_t vmfork_guest_fill_word(uint64_t tag, uint64_t gpa, uint64_t i) {
+    return tag ^ gpa ^ (i << 48) ^ 0x5a5a5a5a5a5a5a5aULL;
+}
 
 #define VMFORK_GUEST_XMM_INC 0x0101010101010101ULL
 

@@ -140,5 +140,33 @@ TEST(ReportVerifier, ForkTimeRamIsCheckedAgainstTheParent) {
     EXPECT_EQ(ReportVerifier(parent, {before}, {}, clone_id).summary().failures, 1U);
 }
 
+TEST(ReportVerifier, EachNewWrongPageTheGuestFindsIsAFailure) {
+    ReportVerifier v(2, boot_id);
+    auto r = report(0, 100, boot_id, 1);
+    r.fill_checked = 64;
+    v.check(r);
+    EXPECT_EQ(v.summary().failures, 0U);
+    EXPECT_EQ(v.summary().ram_checked, 64U);
+    r = report(0, 200, boot_id, 2);
+    r.fill_checked = 128;
+    r.fill_errors = 1;
+    r.fill_first_bad = 0x345000;
+    v.check(r);
+    auto sum = v.summary();
+    ASSERT_EQ(sum.failures, 1U);
+    EXPECT_NE(sum.errors[0].find("0x345000"), std::string::npos) << sum.errors[0];
+    r = report(0, 300, boot_id, 3);
+    r.fill_errors = 1; // the same page, still counted in the guest
+    v.check(r);
+    auto other = report(1, 300, boot_id, 3);
+    other.fill_errors = 5; // only vCPU 0 checks RAM: other slots carry nothing
+    v.check(other);
+    EXPECT_EQ(v.summary().failures, 1U);
+    r = report(0, 400, boot_id, 4);
+    r.fill_errors = 3;
+    v.check(r);
+    EXPECT_EQ(v.summary().failures, 2U);
+}
+
 } // namespace
 } // namespace vmfork

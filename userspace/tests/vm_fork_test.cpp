@@ -3,8 +3,11 @@
 // run the clone as a new KVM VM and check it continued exactly where the parent was.
 // Needs /dev/kvm and /dev/vmfork: skipped without them (run inside the test VM by
 // scripts/check.sh). What each test proves about restored vCPU state is named in it.
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <gtest/gtest.h>
+#include <optional>
 #include <string>
 #include <unistd.h>
 
@@ -241,6 +244,77 @@ TEST_F(VmFork, CloneContinuesWhereTheParentStoppedAndIsIsolated) {
     EXPECT_GT(stats.cow_breaks, 0U) << "the clone's writes must break COW";
     EXPECT_TRUE(parent->errors().empty()) << describe(*parent);
     EXPECT_TRUE(clone->errors().empty()) << describe(*clone);
+}
+
+// The latest report of cpu 0 that satisfies pred, within the timeout.
+std::optional<vmfork_guest_slot>
+cpu0_report(const Machine& m, const std::function<bool(const vmfork_guest_slot&)>& pred) {
+    std::optional<vmfork_guest_slot> found;
+    m.reports().wait_for(
+        [&](const std::vector<GuestReport>& reports) {
+            for (auto it = reports.rbegin(); it != reports.rend(); ++it) {
+                if (it->slot.cpu == 0) {
+                    if (pred(it->slot)) {
+                        found = it->slot;
+                    }
+                    break;
+                }
+            }
+            return found.has_value();
+        },
+        std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+    return found;
+}
+
+// Proves: the guest's own check of its filled RAM (guest_abi.h) passes in the parent
+// and in a clean clone over the whole fill area, and fails in a clone whose RAM holds
+// pages another VM wrote after the fork (what a copy-on-write leak looks like): a
+// leak anywhere in the filled RAM is caught by the guest, not only in its report slot.
+TEST_F(VmFork, GuestChecksItsFilledRamInEveryClone) {
+    auto parent = boot(1);
+    ASSERT_TRUE(each_cpu_reported(*parent, 2)) << describe(*parent);
+    auto clean = parent->fork();
+    auto leaky = parent->fork();
+    const std::uint64_t pages = parent->reports().reports().front().slot.filled_pages;
+    ASSERT_GT(pages, 256U);
+    // Pages as the parent writes them after the fork: its id, a counter past the fork.
+    const std::uint64_t start = VMFORK_GUEST_WORK + VMFORK_GUEST_WORK_SIZE;
+    const std::uint64_t tag =
+        ((parent->memory().object().id() & 0xffffffffULL) << 32) | 0xfffffff0U;
+    GuestMemory leaky_view(MemoryObject::adopt(UniqueFd(::dup(leaky.memory.fd()))));
+    std::vector<std::uint64_t> bad_pages;
+    for (std::uint64_t n = 17; n < pages; n += pages / 8) { // spread: the guest rewrites some
+        const std::uint64_t gpa = start + n * 4096;
+        leaky_view.write(gpa, tag);
+        for (std::uint64_t i = 1; i < 512; ++i) {
+            leaky_view.write(gpa + i * 8, vmfork_guest_fill_word(tag, gpa, i));
+        }
+        bad_pages.push_back(gpa);
+    }
+    const auto restore = [&](Machine::Fork& f, std::uint64_t gen) {
+        const CloneIdentity id{gen, f.memory.id()};
+        return Machine::restore(*kvm_, std::move(f.memory), f.state, id);
+    };
+    auto clean_clone = restore(clean, 1);
+    auto leaky_clone = restore(leaky, 1);
+    // Two full passes over the fill area in each.
+    const auto passes = [&](const Machine& m) {
+        const auto first = cpu0_report(m, [](const vmfork_guest_slot&) { return true; });
+        const std::uint64_t from = first ? first->fill_checked : 0;
+        return cpu0_report(
+            m, [&](const vmfork_guest_slot& r) { return r.fill_checked >= from + 2 * pages; });
+    };
+    const auto c = passes(*clean_clone);
+    ASSERT_TRUE(c.has_value()) << describe(*clean_clone);
+    EXPECT_EQ(c->fill_errors, 0U) << "first wrong page at " << c->fill_first_bad;
+    const auto l = passes(*leaky_clone);
+    ASSERT_TRUE(l.has_value()) << describe(*leaky_clone);
+    EXPECT_GE(l->fill_errors, 1U) << "pages the parent wrote after the fork must be caught";
+    EXPECT_NE(std::find(bad_pages.begin(), bad_pages.end(), l->fill_first_bad), bad_pages.end())
+        << "first wrong page at " << l->fill_first_bad;
+    const auto p = passes(*parent);
+    ASSERT_TRUE(p.has_value()) << describe(*parent);
+    EXPECT_EQ(p->fill_errors, 0U) << "first wrong page at " << p->fill_first_bad;
 }
 
 // Proves: mp_state (the application processors are RUNNABLE in the clone, not waiting

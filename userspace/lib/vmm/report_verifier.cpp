@@ -114,6 +114,17 @@ void ReportVerifier::check(const vmfork_guest_slot& r) {
                         c, r.step, cpu.at.tsc, r.tsc));
         }
     }
+    if (c == 0) {
+        // Cumulative in the guest: each new wrong page is one failure.
+        if (r.fill_errors > cpu.fill_errors) {
+            fail(format("cpu 0 step %" PRIu64 ": the guest found %" PRIu64
+                        " wrong pages of its filled RAM (of %" PRIu64
+                        " checked), the first at %#" PRIx64,
+                        r.step, r.fill_errors, r.fill_checked, r.fill_first_bad));
+        }
+        cpu.fill_errors = r.fill_errors;
+        totals_.ram_checked = r.fill_checked;
+    }
     // Resynchronise on the report even after a failure, so one fault is one error.
     cpu.at = {r.step, r.checksum, std::max(cpu.at.tsc, r.tsc)};
 }
@@ -122,6 +133,7 @@ void ReportVerifier::rewind() {
     const std::scoped_lock lock(mutex_);
     for (auto& cpu : cpus_) {
         cpu.at = cpu.start;
+        cpu.fill_errors = 0; // the guest's counters are back at their fork-time values
     }
 }
 

@@ -171,8 +171,13 @@ json VmmService::describe() const {
             steps.push_back(sum.positions[i].step);
             own.push_back(sum.own_per_cpu[i]);
         }
-        reports = {{"checked", sum.reports},   {"own", sum.own},       {"own_per_cpu", own},
-                   {"failures", sum.failures}, {"errors", sum.errors}, {"steps", steps}};
+        reports = {{"checked", sum.reports},
+                   {"own", sum.own},
+                   {"own_per_cpu", own},
+                   {"failures", sum.failures},
+                   {"errors", sum.errors},
+                   {"steps", steps},
+                   {"ram_checked_pages", sum.ram_checked}};
     }
     const auto first = machine_->reports().first();
     std::uint64_t first_report_ns = 0;

@@ -31,7 +31,9 @@ struct GuestPosition {
 // - the values the guest keeps in registers, the LAPIC, a debug register and an MSR
 //   match what that vCPU set at boot (xmm15 must be step * VMFORK_GUEST_XMM_INC);
 // - reports begun in this VM carry its own generation and id, a clone's has seen the
-//   generation change, and the TSC never goes back.
+//   generation change, and the TSC never goes back;
+// - the guest's own check of its filled RAM (vCPU 0, guest_abi.h) found no wrong page:
+//   one that lost its content or that another VM wrote after the fork.
 // Thread-safe: vCPU threads call check(), the control thread summary().
 class ReportVerifier {
 public:
@@ -57,6 +59,7 @@ public:
         std::uint64_t own = 0;           // of those, begun in this VM (identity checked)
         std::uint64_t failures = 0;      // reports with a wrong value
         std::vector<std::string> errors; // the first max_errors failures
+        std::uint64_t ram_checked = 0;   // pages of filled RAM the guest verified (cpu 0)
         std::vector<GuestPosition> positions;
         std::vector<std::uint64_t> own_per_cpu;
     };
@@ -70,6 +73,7 @@ private:
         GuestPosition start; // the fork (or boot) position: reports past start + 1 are own
         GuestPosition at;
         std::uint64_t own = 0;
+        std::uint64_t fill_errors = 0; // the guest's own RAM check (cpu 0), last seen
     };
     void fail(const std::string& what);
 
