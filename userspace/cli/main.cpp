@@ -143,7 +143,8 @@ int run_cli(int argc, char** argv) {
     demo_cmd
         ->add_option("--workload", demo_linux.workload_mib,
                      "with --linux: MiB the workload writes and checks")
-        ->check(CLI::Range(1, 4096));
+        ->check(CLI::Range(1, 4096))
+        ->capture_default_str();
 
     BenchOptions bench;
     auto* bench_cmd = add_bench_command(app, bench);
