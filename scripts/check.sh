@@ -106,8 +106,9 @@ vm_suite() {
 
 	res=$(grep -E '^run-selftests: pass=[0-9]+ fail=[0-9]+ skip=[0-9]+' "$out" | tail -n1 || true)
 	log=$(sed -nE 's/^vm-run: (console log|timeout: .*console log): //p' "$out" | tail -n1)
-	if [ -z "$res" ] && [ "$vm_rc" = 124 ] && [ "${RETRY_ON_HANG:-0}" = 1 ]; then
-		echo "check: the test VM of $label hung (exit status 124${log:+, log: $log});" \
+	if [ -z "$res" ] && { [ "$vm_rc" = 124 ] || [ "$vm_rc" = 125 ]; } &&
+		[ "${RETRY_ON_HANG:-0}" = 1 ]; then
+		echo "check: the test VM of $label hung or died (exit status $vm_rc${log:+, log: $log});" \
 			"QEMU's TCG is known to wedge (docs/testing.md): one more try"
 		RETRY_ON_HANG=0 vm_suite "$k" "$@"
 		return

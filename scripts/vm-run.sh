@@ -27,7 +27,7 @@ Options:
   --mem SIZE      guest memory (QEMU -m syntax, default 2G)
   --cpus N        guest vCPUs (default 2)
   --timeout SECS  limit for the whole VM run (default 900): QEMU is stopped and
-                  the exit status is 124
+                  the exit status is 124 (125: the test VM died before CMD ended)
   --no-module     do not load (or require) vmfork.ko
   --shell         interactive shell on the console instead of CMD
   --log FILE      keep the console log in FILE (default build/vm-logs/<time>-<release>.log)
@@ -532,7 +532,7 @@ if [ ! -s "$run/rc" ]; then
 	echo "vm-run: the guest did not report an exit status (crash or panic?)" >&2
 	sed 's/^/  | /' <<<"$console_tail" >&2
 	echo "vm-run: console log: $log" >&2
-	exit 1
+	exit 125
 fi
 rc=$(cat "$run/rc")
 if [ "$failed" = 1 ]; then
