@@ -234,7 +234,12 @@ int cmd_demo_linux(const Globals& g, const DemoLinuxOptions& o) {
                               fork_round, seen[i].first);
         }
         if (!why.empty()) {
-            problems.push_back(names[i] + ": " + why);
+            // The evidence: the end of the clone's console (the demo's dir goes away).
+            std::string tail = console.substr(console.size() > 1200 ? console.size() - 1200 : 0);
+            for (std::size_t at = 0; (at = tail.find('\n', at)) != std::string::npos; at += 5) {
+                tail.replace(at, 1, "\n    | ");
+            }
+            problems.push_back(names[i] + ": " + why + "; its console ends:\n    | " + tail);
             continue;
         }
         ++verified;
