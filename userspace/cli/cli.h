@@ -142,6 +142,8 @@ json call(const control::RuntimeDir& dir, const std::string& name, const std::st
 // The launch spec of a booted VM for o: checks the devices, the name (default: the
 // first free vm1, vm2, ...), --mem and a Linux guest's files; CliError says what to fix.
 LaunchSpec boot_spec(const control::RuntimeDir& dir, const RunOptions& o);
+// A --mem value in bytes; CliError naming the option if it does not parse.
+std::uint64_t parse_mem_option(const std::string& text);
 // Starts a VM process (as `run` does, in the background) and waits until it serves.
 json start_vm(const control::RuntimeDir& dir, const RunOptions& o, std::chrono::seconds timeout);
 // Asks name to exit and waits until its process is gone (SIGKILL after timeout).

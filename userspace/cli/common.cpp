@@ -114,6 +114,14 @@ void check_boot_file(const std::string& path, const char* what, const char* opti
 
 } // namespace
 
+std::uint64_t parse_mem_option(const std::string& text) {
+    try {
+        return parse_size(text);
+    } catch (const std::exception& e) {
+        throw CliError("--mem " + text + ": " + e.what());
+    }
+}
+
 LaunchSpec boot_spec(const control::RuntimeDir& dir, const RunOptions& o) {
     check_devices();
     dir.ensure();
@@ -137,12 +145,7 @@ LaunchSpec boot_spec(const control::RuntimeDir& dir, const RunOptions& o) {
                        "`vmfork kill " +
                        name + "`");
     }
-    std::uint64_t mem = 0;
-    try {
-        mem = parse_size(o.mem);
-    } catch (const std::exception& e) {
-        throw CliError("--mem " + o.mem + ": " + e.what());
-    }
+    const std::uint64_t mem = parse_mem_option(o.mem);
     LaunchSpec spec;
     spec.mode = LaunchSpec::Mode::Boot;
     spec.name = name;

@@ -11,7 +11,6 @@
 
 #include "cli.h"
 #include "demo_util.h"
-#include "vmfork/parse_size.h"
 #include "vmfork/vmm/launcher.h"
 
 namespace vmfork::cli {
@@ -30,21 +29,11 @@ bool each_cpu_has(const json& info, std::uint64_t own) {
     return true;
 }
 
-// Microseconds in, milliseconds out.
-std::string row3(const Spread& s) {
-    return fmt::format("{:>10}  {:>10}  {:>10}", ms(s.median), ms(s.p90), ms(s.max));
-}
-
 } // namespace
 
 int cmd_demo(const Globals& g, const DemoOptions& o) {
     check_devices();
-    std::uint64_t mem = 0;
-    try {
-        mem = parse_size(o.mem);
-    } catch (const std::exception& e) {
-        throw CliError("--mem " + o.mem + ": " + e.what());
-    }
+    const std::uint64_t mem = parse_mem_option(o.mem);
     if (o.clones < 1 || o.clones > 1000) {
         throw CliError("--clones must be 1..1000");
     }

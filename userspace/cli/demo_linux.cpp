@@ -11,7 +11,6 @@
 
 #include "cli.h"
 #include "demo_util.h"
-#include "vmfork/parse_size.h"
 #include "vmfork/vmm/launcher.h"
 
 namespace vmfork::cli {
@@ -101,20 +100,11 @@ void wait_for(const std::string& what, std::chrono::seconds timeout, Pred pred) 
     }
 }
 
-std::string row3(const Spread& s) {
-    return fmt::format("{:>10}  {:>10}  {:>10}", ms(s.median), ms(s.p90), ms(s.max));
-}
-
 } // namespace
 
 int cmd_demo_linux(const Globals& g, const DemoLinuxOptions& o) {
     check_devices();
-    std::uint64_t mem = 0;
-    try {
-        mem = parse_size(o.mem);
-    } catch (const std::exception& e) {
-        throw CliError("--mem " + o.mem + ": " + e.what());
-    }
+    const std::uint64_t mem = parse_mem_option(o.mem);
     if (o.workload_mib * (std::uint64_t{1} << 20) * 2 > mem) {
         throw CliError(fmt::format("--workload {} MiB needs a guest of at least {} MiB (--mem)",
                                    o.workload_mib, 2 * o.workload_mib));
@@ -239,7 +229,8 @@ int cmd_demo_linux(const Globals& g, const DemoLinuxOptions& o) {
             for (std::size_t at = 0; (at = tail.find('\n', at)) != std::string::npos; at += 5) {
                 tail.replace(at, 1, "\n    | ");
             }
-            problems.push_back(names[i] + ": " + why + "; its console ends:\n    | " + tail);
+            problems.push_back(
+                fmt::format("{}: {}; its console ends:\n    | {}", names[i], why, tail));
             continue;
         }
         ++verified;
