@@ -27,17 +27,30 @@
  *
  * A template is an object whose top layer itself is frozen: it never changes
  * again and every fork of it is O(1).
+ *
+ * A discarded range (fallocate(FALLOC_FL_PUNCH_HOLE), madvise(MADV_REMOVE))
+ * leaves no page, and a hole entry where a layer below has data: the lookup
+ * stops there and the pgoff reads as zero.
  */
 struct vmfork_layer {
 	refcount_t ref;
 	struct vmfork_layer *parent;	/* the layer below, a reference held */
-	struct xarray pages;		/* pgoff -> struct page *, a reference each */
-	unsigned long nr_pages;		/* entries in @pages */
-	unsigned long nr_new;		/* entries whose pgoff no layer below has */
+	struct xarray pages;		/* pgoff -> page (a reference each) or hole */
+	unsigned long nr_pages;		/* pages in @pages */
+	unsigned long nr_holes;		/* holes in @pages */
+	long nr_gain;			/* pgoffs this layer shows data at, less those below */
 	unsigned long nr_visible;	/* frozen: pgoffs with data here or below */
 	unsigned int chain_len;		/* frozen: layers from here down */
 	bool frozen;
 };
+
+/* The entry of a layer that hides the layers below at its pgoff. */
+#define VMFORK_HOLE	xa_mk_value(0)
+
+static inline bool vmfork_is_hole(const void *entry)
+{
+	return xa_is_value(entry);
+}
 
 /*
  * A deliberate bug of the test build (kmod/Kbuild, VMFORK_BUGS): 0, and
@@ -59,8 +72,8 @@ void vmfork_layer_merge(struct vmfork_layer *below, struct vmfork_layer *top);
 struct vmfork_layer *vmfork_layer_join(struct vmfork_layer *upper);
 unsigned long vmfork_layer_written(struct vmfork_layer *l,
 				   struct vmfork_layer *base);
-int vmfork_layer_insert(struct vmfork_layer *l, pgoff_t pgoff,
-			struct page *page, bool is_new);
+int vmfork_layer_store(struct vmfork_layer *l, pgoff_t pgoff, void *entry,
+		       bool below, void **old);
 
 struct page *vmfork_page_alloc(void);
 void vmfork_page_put(struct page *page);
@@ -69,10 +82,6 @@ void vmfork_page_put(struct page *page);
 extern atomic_long_t vmfork_nr_objects;
 extern atomic_long_t vmfork_nr_layers;
 extern atomic_long_t vmfork_nr_pages;
-
-/* All live objects, for debugfs. Lock order: vmfork_objects_lock, then mem->lock. */
-extern struct list_head vmfork_objects;
-extern struct mutex vmfork_objects_lock;
 
 extern unsigned long vmfork_max_mem_size;
 
@@ -91,8 +100,8 @@ struct vmfork_obj_info {
 
 /*
  * Which objects a walk visits: @id (0: any) and, unless @all, only those whose
- * owner is @uid. Checked on fields that never change, before an object's lock
- * is taken: a walk does not contend with the fault path of objects it skips.
+ * owner is @uid. A walk takes no object's lock: it reads a snapshot of the
+ * stats, so it never contends with any VM's fault path.
  */
 struct vmfork_walk_filter {
 	u64 id;
@@ -100,11 +109,9 @@ struct vmfork_walk_filter {
 	kuid_t uid;
 };
 
-unsigned long vmfork_mem_walk(unsigned long skip, unsigned int *gen,
-			      const struct vmfork_walk_filter *filter,
-			      bool (*visit)(const struct vmfork_obj_info *info,
-					    void *arg),
-			      void *arg);
+u64 vmfork_mem_walk(u64 from, const struct vmfork_walk_filter *filter,
+		    bool (*visit)(const struct vmfork_obj_info *info, void *arg),
+		    void *arg);
 
 int vmfork_nl_init(void);
 void vmfork_nl_exit(void);

@@ -59,19 +59,22 @@ struct vmfork_layer *vmfork_layer_get(struct vmfork_layer *l)
 /* Drops every page of @l; @l must be unreachable by lookups or under its owner's lock. */
 void vmfork_layer_clear(struct vmfork_layer *l)
 {
-	unsigned long idx;
+	unsigned long idx, n = 0;
 	struct page *page;
 
 	xa_for_each(&l->pages, idx, page) {
+		if (!(++n % 512))
+			cond_resched();
+		if (vmfork_is_hole(page))
+			continue;
 		if (VMFORK_DEFECT(double_free) && !idx)
 			put_page(page);
 		vmfork_page_put(page);
-		if (!(idx % 512))
-			cond_resched();
 	}
 	xa_destroy(&l->pages);
 	l->nr_pages = 0;
-	l->nr_new = 0;
+	l->nr_holes = 0;
+	l->nr_gain = 0;
 }
 
 /*
@@ -90,14 +93,17 @@ void vmfork_layer_put(struct vmfork_layer *l)
 	}
 }
 
-/* The page at @pgoff in @l or the nearest layer below that has one, or NULL. */
+/*
+ * The page at @pgoff in @l or the nearest layer below that has an entry
+ * there, or NULL (no entry, or a hole).
+ */
 struct page *vmfork_layer_lookup(struct vmfork_layer *l, pgoff_t pgoff)
 {
 	for (; l; l = l->parent) {
-		struct page *page = xa_load(&l->pages, pgoff);
+		void *entry = xa_load(&l->pages, pgoff);
 
-		if (page)
-			return page;
+		if (entry)
+			return vmfork_is_hole(entry) ? NULL : entry;
 	}
 	return NULL;
 }
@@ -107,7 +113,30 @@ unsigned long vmfork_layer_visible(struct vmfork_layer *l)
 {
 	if (l->frozen)
 		return l->nr_visible;
-	return (l->parent ? l->parent->nr_visible : 0) + l->nr_new;
+	return (l->parent ? l->parent->nr_visible : 0) + l->nr_gain;
+}
+
+/*
+ * What @entry (a page, a hole or none) at a pgoff adds to the number of
+ * pgoffs with data, over layers below that have data there (@below) or not.
+ */
+static long vmfork_entry_gain(const void *entry, bool below)
+{
+	bool data = entry ? !vmfork_is_hole(entry) : below;
+
+	return (long)data - (long)below;
+}
+
+/* Counts @entry in (@sign 1) or out of (-1) @l's pages and holes. */
+static void vmfork_layer_count(struct vmfork_layer *l, const void *entry,
+			       long sign)
+{
+	if (!entry)
+		return;
+	if (vmfork_is_hole(entry))
+		l->nr_holes += sign;
+	else
+		l->nr_pages += sign;
 }
 
 void vmfork_layer_freeze(struct vmfork_layer *l)
@@ -118,52 +147,63 @@ void vmfork_layer_freeze(struct vmfork_layer *l)
 }
 
 /*
- * Stores @page (a reference passed in) at @pgoff of the unfrozen layer @l,
- * which has no page there yet. @is_new: no layer below has @pgoff either.
+ * Sets the entry at @pgoff of the unfrozen layer @l to @entry: a page (whose
+ * reference @l takes over), VMFORK_HOLE, or NULL to remove it. @below: a
+ * layer below has data at @pgoff. The entry replaced goes to *@old, a page
+ * with its reference for the caller to drop once no mapping can reach it.
+ * Only an entry at an empty pgoff can fail, with -ENOMEM.
  */
-int vmfork_layer_insert(struct vmfork_layer *l, pgoff_t pgoff,
-			struct page *page, bool is_new)
+int vmfork_layer_store(struct vmfork_layer *l, pgoff_t pgoff, void *entry,
+		       bool below, void **old)
 {
-	int err;
+	void *prev;
 
 	WARN_ON_ONCE(l->frozen);
-	err = xa_err(xa_store(&l->pages, pgoff, page, VMFORK_GFP));
-	if (err)
-		return err;
-	l->nr_pages++;
-	if (is_new)
-		l->nr_new++;
+	if (entry)
+		prev = xa_store(&l->pages, pgoff, entry, VMFORK_GFP);
+	else
+		prev = xa_erase(&l->pages, pgoff);
+	if (xa_is_err(prev))
+		return xa_err(prev);
+	vmfork_layer_count(l, prev, -1);
+	vmfork_layer_count(l, entry, 1);
+	l->nr_gain += vmfork_entry_gain(entry, below) -
+		      vmfork_entry_gain(prev, below);
+	*old = prev;
 	return 0;
 }
 
 /*
- * Moves the pages of @src into @dst. Where both have a page, @src's wins
- * (@src_wins, and @dst's is freed) or stays in @src. @moved_new counts the
- * moved pages at pgoffs that neither @dst nor a layer below it had. Out of
- * memory it stops early with -ENOMEM: every page is still in one of the two
+ * Moves the entries (pages and holes) of @src into @dst. Where both have
+ * one, @src's wins (@src_wins, and a page of @dst's is freed) or stays in
+ * @src. With @gain, adds how many more pgoffs @dst shows data at. Out of
+ * memory it stops early with -ENOMEM: every entry is still in one of the two
  * layers, so a chain holding both shows what it showed before.
  */
 static int vmfork_layer_move(struct vmfork_layer *dst, struct vmfork_layer *src,
-			     bool src_wins, unsigned long *moved_new)
+			     bool src_wins, long *gain)
 {
-	struct page *page, *old;
-	unsigned long idx;
+	unsigned long idx, n = 0;
+	void *entry, *old;
+	bool below;
 
-	xa_for_each(&src->pages, idx, page) {
+	xa_for_each(&src->pages, idx, entry) {
 		if (!src_wins && xa_load(&dst->pages, idx))
 			continue;
-		old = xa_store(&dst->pages, idx, page, VMFORK_GFP);
+		below = gain && vmfork_layer_lookup(dst->parent, idx);
+		old = xa_store(&dst->pages, idx, entry, VMFORK_GFP);
 		if (xa_is_err(old))
 			return xa_err(old);
-		if (!old && moved_new && !vmfork_layer_lookup(dst->parent, idx))
-			(*moved_new)++;
+		if (gain)
+			*gain += vmfork_entry_gain(entry, below) -
+				 vmfork_entry_gain(old, below);
 		xa_erase(&src->pages, idx);
-		src->nr_pages--;
-		if (old)
+		vmfork_layer_count(src, entry, -1);
+		vmfork_layer_count(dst, old, -1);
+		vmfork_layer_count(dst, entry, 1);
+		if (old && !vmfork_is_hole(old))
 			vmfork_page_put(old);
-		else
-			dst->nr_pages++;
-		if (!(idx % 512))
+		if (!(++n % 512))
 			cond_resched();
 	}
 	return 0;
@@ -176,14 +216,15 @@ static int vmfork_layer_move(struct vmfork_layer *dst, struct vmfork_layer *src,
  */
 void vmfork_layer_merge(struct vmfork_layer *below, struct vmfork_layer *top)
 {
-	unsigned long moved_new = 0;
+	long gain = 0;
 
 	WARN_ON_ONCE(top->parent != below || refcount_read(&below->ref) != 1);
 	/* Out of memory the rest stays in @top, still correct. */
-	vmfork_layer_move(below, top, true, &moved_new);
-	below->nr_new += moved_new;
-	below->nr_visible += moved_new;
-	top->nr_new -= moved_new;
+	vmfork_layer_move(below, top, true, &gain);
+	/* @top shows what it showed: what @below gained, @top no longer adds. */
+	below->nr_gain += gain;
+	below->nr_visible += gain;
+	top->nr_gain -= gain;
 }
 
 /*
@@ -204,7 +245,8 @@ struct vmfork_layer *vmfork_layer_join(struct vmfork_layer *upper)
 	unsigned int len = upper->chain_len - 1;
 
 	WARN_ON_ONCE(!upper->frozen || !lower || refcount_read(&lower->ref) != 1);
-	if (upper->nr_pages <= lower->nr_pages) {
+	if (upper->nr_pages + upper->nr_holes <=
+	    lower->nr_pages + lower->nr_holes) {
 		/* @lower takes @upper's place and references. */
 		if (vmfork_layer_move(lower, upper, true, NULL))
 			return NULL;
@@ -224,31 +266,33 @@ struct vmfork_layer *vmfork_layer_join(struct vmfork_layer *upper)
 	}
 	keep->nr_visible = visible;
 	keep->chain_len = len;
-	keep->nr_new = visible - (keep->parent ? keep->parent->nr_visible : 0);
+	keep->nr_gain = (long)visible -
+			(long)(keep->parent ? keep->parent->nr_visible : 0);
 	return keep;
 }
 
 /*
- * Number of pgoffs that @l or a layer below it down to @base (excluded) has:
- * what a return to @base drops. O(those layers' pages times their number).
+ * Number of pgoffs where @l or a layer below it down to @base (excluded) has
+ * a page: the pages a return to @base drops. O(those layers' entries times
+ * their number).
  */
 unsigned long vmfork_layer_written(struct vmfork_layer *l,
 				   struct vmfork_layer *base)
 {
+	unsigned long idx, n = 0, seen = 0;
 	struct vmfork_layer *k, *m;
-	unsigned long idx, n = 0;
-	struct page *page;
+	void *entry;
 
 	if (l->parent == base)
 		return l->nr_pages;
 	for (k = l; k && k != base; k = k->parent) {
-		xa_for_each(&k->pages, idx, page) {
-			/* Counted once, in the highest layer that has it. */
+		xa_for_each(&k->pages, idx, entry) {
+			/* Counted once, in the highest layer with an entry there. */
 			for (m = l; m != k && !xa_load(&m->pages, idx); m = m->parent)
 				;
-			if (m == k)
+			if (m == k && !vmfork_is_hole(entry))
 				n++;
-			if (!(idx % 512))
+			if (!(++seen % 512))
 				cond_resched();
 		}
 	}

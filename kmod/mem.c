@@ -25,6 +25,7 @@
 #include <linux/anon_inodes.h>
 #include <linux/cred.h>
 #include <linux/debugfs.h>
+#include <linux/falloc.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/highmem.h>
@@ -53,6 +54,13 @@ struct vmfork_mem {
 	 * writes, fork and reset of this object serialise on it.
 	 */
 	struct mutex lock;
+	/*
+	 * @stats is what VMFORK_GET_STATS, netlink and debugfs report: written
+	 * under @lock after each change, read without it (the fault path's
+	 * lock), so monitoring never contends with a VM's faults.
+	 */
+	seqcount_mutex_t stats_seq;
+	struct vmfork_stats stats;
 	struct vmfork_layer *top;	/* own layer; frozen for a template */
 	struct vmfork_layer *fork_base;	/* layer below @top at fork: reset target */
 	bool template;
@@ -70,15 +78,19 @@ struct vmfork_mem {
 	bool published;			/* announced: listed, and a RELEASE event owed */
 
 	struct inode *inode;
-	struct list_head node;		/* in vmfork_objects */
+	struct rcu_head rcu;		/* walkers may still read @stats: see below */
 };
 
 atomic_long_t vmfork_nr_objects = ATOMIC_LONG_INIT(0);
-LIST_HEAD(vmfork_objects);
-/* Protects vmfork_objects; taken before any mem->lock (debugfs walks both). */
-DEFINE_MUTEX(vmfork_objects_lock);
-/* Bumped on every change of vmfork_objects: a netlink dump that spans one is flagged. */
-static unsigned int vmfork_objects_gen;
+/*
+ * Every object by id. An id is reserved when its object is allocated (so that
+ * publishing cannot fail after a fork has changed the parent), points at the
+ * object once it is published, and is erased at release. Walkers look up
+ * under rcu_read_lock() and read only fields that never change and @stats:
+ * objects are freed after a grace period. No object lock is taken under the
+ * xarray's, nor the other way round.
+ */
+static DEFINE_XARRAY(vmfork_objects);
 
 static atomic64_t vmfork_next_id = ATOMIC64_INIT(0);
 static struct vfsmount *vmfork_mnt;
@@ -129,44 +141,14 @@ static struct page *vmfork_zero_get(void)
 	return zero;
 }
 
-static struct vmfork_mem *vmfork_mem_alloc(loff_t size)
+/* Recomputes @mem->stats (see the uAPI header) after a change of @mem. */
+static void vmfork_mem_update_stats(struct vmfork_mem *mem)
 {
-	struct vmfork_mem *mem = kzalloc(sizeof(*mem), GFP_KERNEL_ACCOUNT);
-
-	if (!mem)
-		return NULL;
-	mem->top = vmfork_layer_alloc();
-	if (!mem->top) {
-		kfree(mem);
-		return NULL;
-	}
-	mutex_init(&mem->lock);
-	INIT_LIST_HEAD(&mem->node);
-	mem->id = atomic64_inc_return(&vmfork_next_id);
-	mem->creator = task_tgid_nr(current);
-	mem->owner = current_euid();
-	mem->size = size;
-	mem->npages = size >> PAGE_SHIFT;
-	atomic_long_inc(&vmfork_nr_objects);
-	return mem;
-}
-
-static void vmfork_mem_free(struct vmfork_mem *mem)
-{
-	vmfork_layer_put(mem->top);
-	vmfork_layer_put(mem->fork_base);
-	mutex_destroy(&mem->lock);
-	if (!VMFORK_DEFECT(leak))
-		kfree(mem);
-	atomic_long_dec(&vmfork_nr_objects);
-}
-
-/* Figures for VMFORK_GET_STATS and debugfs; see the uAPI header. */
-static void vmfork_mem_stats(struct vmfork_mem *mem, struct vmfork_stats *st)
-{
+	struct vmfork_stats *st = &mem->stats;
 	struct vmfork_layer *top = mem->top;
 
 	lockdep_assert_held(&mem->lock);
+	write_seqcount_begin(&mem->stats_seq);
 	memset(st, 0, sizeof(*st));
 	st->id = mem->id;
 	st->parent_id = mem->parent_id;
@@ -184,6 +166,60 @@ static void vmfork_mem_stats(struct vmfork_mem *mem, struct vmfork_stats *st)
 	st->cow_breaks = mem->cow_breaks;
 	st->forks = mem->forks;
 	st->resets = mem->resets;
+	write_seqcount_end(&mem->stats_seq);
+}
+
+/* A consistent copy of @mem->stats, without @mem->lock (RCU or a file reference). */
+static void vmfork_mem_read_stats(struct vmfork_mem *mem, struct vmfork_stats *st)
+{
+	unsigned int seq;
+
+	do {
+		seq = read_seqcount_begin(&mem->stats_seq);
+		*st = mem->stats;
+	} while (read_seqcount_retry(&mem->stats_seq, seq));
+}
+
+static struct vmfork_mem *vmfork_mem_alloc(loff_t size)
+{
+	struct vmfork_mem *mem = kzalloc(sizeof(*mem), GFP_KERNEL_ACCOUNT);
+
+	if (!mem)
+		return NULL;
+	mem->top = vmfork_layer_alloc();
+	if (!mem->top) {
+		kfree(mem);
+		return NULL;
+	}
+	mutex_init(&mem->lock);
+	seqcount_mutex_init(&mem->stats_seq, &mem->lock);
+	mem->id = atomic64_inc_return(&vmfork_next_id);
+	if (xa_reserve(&vmfork_objects, mem->id, GFP_KERNEL_ACCOUNT)) {
+		vmfork_layer_put(mem->top);
+		kfree(mem);
+		return NULL;
+	}
+	mem->creator = task_tgid_nr(current);
+	mem->owner = current_euid();
+	mem->size = size;
+	mem->npages = size >> PAGE_SHIFT;
+	atomic_long_inc(&vmfork_nr_objects);
+	mutex_lock(&mem->lock);
+	vmfork_mem_update_stats(mem);
+	mutex_unlock(&mem->lock);
+	return mem;
+}
+
+/* Frees @mem, which nobody can find any more; walkers may still read it. */
+static void vmfork_mem_free(struct vmfork_mem *mem)
+{
+	xa_erase(&vmfork_objects, mem->id);
+	vmfork_layer_put(mem->top);
+	vmfork_layer_put(mem->fork_base);
+	mutex_destroy(&mem->lock);
+	if (!VMFORK_DEFECT(leak))
+		kfree_rcu(mem, rcu);
+	atomic_long_dec(&vmfork_nr_objects);
 }
 
 /* Makes every mapping of @mem fault again at pgoffs [@start, @start + @nr). */
@@ -234,11 +270,15 @@ static void vmfork_mem_zap_private(struct vmfork_mem *mem)
  */
 static void vmfork_mem_wait_writers(struct vmfork_mem *mem)
 {
-	unsigned long idx;
+	unsigned long idx, n = 0;
 	struct page *page;
 
 	lockdep_assert_held(&mem->lock);
 	xa_for_each(&mem->top->pages, idx, page) {
+		if (!(++n % 512))
+			cond_resched();
+		if (vmfork_is_hole(page))
+			continue;
 		/*
 		 * Only ->page_mkwrite locks these pages, under mem->lock: one
 		 * seen unlocked now has finished its fault.
@@ -247,8 +287,6 @@ static void vmfork_mem_wait_writers(struct vmfork_mem *mem)
 			lock_page(page);
 			unlock_page(page);
 		}
-		if (!(idx % 512))
-			cond_resched();
 	}
 }
 
@@ -260,25 +298,27 @@ static void vmfork_mem_wait_writers(struct vmfork_mem *mem)
 static struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgoff)
 {
 	struct vmfork_layer *top = mem->top;
-	struct page *page, *old;
+	struct page *page, *below, *old;
+	void *entry, *prev;
 	int err;
 
 	lockdep_assert_held(&mem->lock);
 	if (mem->template)
 		return ERR_PTR(-EPERM);
-	page = xa_load(&top->pages, pgoff);
-	if (page)
-		return page;
+	entry = xa_load(&top->pages, pgoff);
+	if (entry && !vmfork_is_hole(entry))
+		return entry;
 
 	page = vmfork_page_alloc();
 	if (!page)
 		return ERR_PTR(-ENOMEM);
-	old = vmfork_layer_lookup(top->parent, pgoff);
+	below = vmfork_layer_lookup(top->parent, pgoff);
+	old = entry ? NULL : below;	/* a hole of ours hides @below */
 	if (old)
 		copy_highpage(page, old);
 	else
 		clear_highpage(page);
-	err = vmfork_layer_insert(top, pgoff, page, !old);
+	err = vmfork_layer_store(top, pgoff, page, below, &prev);
 	if (err) {
 		vmfork_page_put(page);
 		return ERR_PTR(err);
@@ -287,6 +327,7 @@ static struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgof
 		mem->cow_breaks++;
 		trace_vmfork_cow(mem->id, pgoff);
 	}
+	vmfork_mem_update_stats(mem);
 	vmfork_mem_zap(mem, pgoff, 1);
 	return page;
 }
@@ -492,6 +533,120 @@ static ssize_t vmfork_mem_write_iter(struct kiocb *iocb, struct iov_iter *from)
 	return done;
 }
 
+/*
+ * Zeroes bytes [@off, @off + @len) of page @pgoff, within one page. A pgoff
+ * that reads as zero already gets no page.
+ */
+static int vmfork_mem_zero_partial(struct vmfork_mem *mem, pgoff_t pgoff,
+				   size_t off, size_t len)
+{
+	struct page *page;
+
+	lockdep_assert_held(&mem->lock);
+	if (!vmfork_layer_lookup(mem->top, pgoff))
+		return 0;
+	page = vmfork_mem_private_page(mem, pgoff);
+	if (IS_ERR(page))
+		return PTR_ERR(page);
+	memzero_page(page, off, len);
+	return 0;
+}
+
+/* Whole pages discarded per hold of mem->lock: faults wait at most this long. */
+#define VMFORK_DISCARD_BATCH	512
+
+/*
+ * Discards pgoffs [@start, @end): private pages are freed, and a hole goes
+ * where a frozen layer below has data, so the whole range reads as zero and
+ * costs no page. Mappings are zapped first, under mem->lock, so that no PTE
+ * or stage-2 entry still maps a page when it is freed and none can map it
+ * again. Returns 0, or -ENOMEM, -EINTR or -EPERM (a fork made @mem a
+ * template) with a prefix of the range discarded.
+ */
+static int vmfork_mem_discard(struct vmfork_mem *mem, pgoff_t start, pgoff_t end)
+{
+	struct vmfork_layer *top;
+	pgoff_t pgoff, stop;
+	void *entry, *old;
+	bool below;
+	int err = 0;
+
+	for (pgoff = start; pgoff < end && !err; pgoff = stop) {
+		stop = min_t(pgoff_t, end, pgoff + VMFORK_DISCARD_BATCH);
+		if (mutex_lock_killable(&mem->lock))
+			return -EINTR;
+		/* A fork may have made @mem a template since the caller looked. */
+		if (mem->template) {
+			mutex_unlock(&mem->lock);
+			return -EPERM;
+		}
+		top = mem->top;
+		vmfork_mem_zap(mem, pgoff, stop - pgoff);
+		for (; pgoff < stop; pgoff++) {
+			below = vmfork_layer_lookup(top->parent, pgoff);
+			entry = xa_load(&top->pages, pgoff);
+			if (entry == (below ? VMFORK_HOLE : NULL))
+				continue;
+			err = vmfork_layer_store(top, pgoff,
+						 below ? VMFORK_HOLE : NULL,
+						 below, &old);
+			if (err)
+				break;
+			if (old && !vmfork_is_hole(old))
+				vmfork_page_put(old);
+		}
+		vmfork_mem_update_stats(mem);
+		mutex_unlock(&mem->lock);
+		cond_resched();
+	}
+	return err;
+}
+
+/*
+ * fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE), which
+ * madvise(MADV_REMOVE) calls too: the range reads as zero afterwards and
+ * whole pages in it cost no memory (a guest's balloon or free page
+ * reporting gives RAM back this way). Partial pages at its ends are zeroed.
+ * Other modes: -EOPNOTSUPP; the size of an object never changes.
+ */
+static long vmfork_mem_fallocate(struct file *file, int mode, loff_t offset,
+				 loff_t len)
+{
+	struct vmfork_mem *mem = file->private_data;
+	loff_t end = min_t(loff_t, offset + len, mem->size);
+	pgoff_t first = DIV_ROUND_UP(offset, PAGE_SIZE), last = end >> PAGE_SHIFT;
+	int err = 0;
+
+	if (mode != (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
+		return -EOPNOTSUPP;
+	if (READ_ONCE(mem->template))
+		return -EPERM;
+	if (offset >= end)
+		return 0;
+
+	if (first > last) {
+		/* Within one page. */
+		if (mutex_lock_killable(&mem->lock))
+			return -EINTR;
+		err = vmfork_mem_zero_partial(mem, last, offset_in_page(offset),
+					      end - offset);
+		mutex_unlock(&mem->lock);
+		return err;
+	}
+	if (mutex_lock_killable(&mem->lock))
+		return -EINTR;
+	if (offset_in_page(offset))
+		err = vmfork_mem_zero_partial(mem, first - 1,
+					      offset_in_page(offset),
+					      PAGE_SIZE - offset_in_page(offset));
+	if (!err && offset_in_page(end))
+		err = vmfork_mem_zero_partial(mem, last, 0, offset_in_page(end));
+	mutex_unlock(&mem->lock);
+	if (err)
+		return err;
+	return vmfork_mem_discard(mem, first, last);
+}
+
 static loff_t vmfork_mem_llseek(struct file *file, loff_t offset, int whence)
 {
 	struct vmfork_mem *mem = file->private_data;
@@ -531,7 +686,7 @@ static long vmfork_mem_keep_pinned(struct vmfork_mem *mem,
 
 	lockdep_assert_held(&mem->lock);
 	xa_for_each(&top->pages, idx, page) {
-		if (!vmfork_page_maybe_pinned(page))
+		if (vmfork_is_hole(page) || !vmfork_page_maybe_pinned(page))
 			continue;
 		copy = vmfork_page_alloc();
 		if (!copy) {
@@ -652,7 +807,7 @@ static struct vmfork_layer *vmfork_mem_freeze(struct vmfork_mem *mem,
 		 */
 		vmfork_layer_merge(below, top);
 	}
-	if (!top->nr_pages) {
+	if (!top->nr_pages && !top->nr_holes) {
 		if (pinned) {
 			/* @spare, holding the pinned pages, replaces @top. */
 			(*spare)->parent = below;
@@ -690,6 +845,8 @@ static int vmfork_mem_open(struct vmfork_mem *mem, struct file **filep)
 		err = PTR_ERR(inode);
 		goto err_fd;
 	}
+	/* A regular file: vfs_fallocate(), and so MADV_REMOVE, require one. */
+	inode->i_mode |= S_IFREG;
 	inode->i_size = mem->size;
 	inode->i_private = mem;
 	mem->inode = inode;
@@ -718,13 +875,12 @@ err_mem:
 	return err;
 }
 
+/* Lists @mem for walkers; a RELEASE event is owed from now on. */
 static void vmfork_mem_publish(struct vmfork_mem *mem)
 {
-	mutex_lock(&vmfork_objects_lock);
 	mem->published = true;
-	list_add_tail(&mem->node, &vmfork_objects);
-	vmfork_objects_gen++;
-	mutex_unlock(&vmfork_objects_lock);
+	/* Into the slot reserved at allocation: no memory needed, cannot fail. */
+	xa_store(&vmfork_objects, mem->id, mem, GFP_NOWAIT);
 }
 
 long vmfork_mem_create(void __user *uarg)
@@ -797,9 +953,9 @@ static long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg)
 	start = ktime_get_ns();
 	mutex_lock(&parent->lock);
 	if (VMFORK_DEFECT(lock_inversion)) {
-		/* debugfs takes these in the other order */
-		mutex_lock(&vmfork_objects_lock);
-		mutex_unlock(&vmfork_objects_lock);
+		/* the fault path takes these in the other order */
+		mmap_write_lock(current->mm);
+		mmap_write_unlock(current->mm);
 	}
 	base = vmfork_mem_freeze(parent, &spare,
 				 arg.flags & VMFORK_FORK_TEMPLATE);
@@ -816,10 +972,14 @@ static long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg)
 	child->parent_id = parent->id;
 	child->depth = parent->depth + 1;
 	parent->forks++;
+	vmfork_mem_update_stats(parent);
 	resident = vmfork_layer_visible(parent->top);
 	/* A fork of a template is a template fork, with the flag or without. */
 	flags = arg.flags | (parent->template ? VMFORK_FORK_TEMPLATE : 0);
 	mutex_unlock(&parent->lock);
+	mutex_lock(&child->lock);
+	vmfork_mem_update_stats(child);
+	mutex_unlock(&child->lock);
 	duration = ktime_get_ns() - start;
 	trace_vmfork_fork(parent->id, child->id, resident, duration, flags);
 
@@ -867,6 +1027,7 @@ static long vmfork_mem_reset(struct vmfork_mem *mem, unsigned long flags)
 		fresh = top;	/* released below, after the lock */
 	}
 	mem->resets++;
+	vmfork_mem_update_stats(mem);
 	duration = ktime_get_ns() - start;
 	trace_vmfork_reset(mem->id, dropped, duration);
 out:
@@ -891,9 +1052,7 @@ static long vmfork_mem_ioctl(struct file *file, unsigned int cmd,
 	case VMFORK_RESET:
 		return vmfork_mem_reset(mem, arg);
 	case VMFORK_GET_STATS:
-		mutex_lock(&mem->lock);
-		vmfork_mem_stats(mem, &st);
-		mutex_unlock(&mem->lock);
+		vmfork_mem_read_stats(mem, &st);
 		return copy_to_user((void __user *)arg, &st, sizeof(st)) ?
 		       -EFAULT : 0;
 	case VMFORK_CREATE_MEM:
@@ -908,11 +1067,9 @@ static int vmfork_mem_release(struct inode *inode, struct file *file)
 	struct vmfork_mem *mem = file->private_data;
 	unsigned long resident, private;
 
-	mutex_lock(&vmfork_objects_lock);
-	list_del_init(&mem->node);
-	vmfork_objects_gen++;
-	mutex_unlock(&vmfork_objects_lock);
-	/* The last reference: nothing else can reach @mem, no lock needed. */
+	/* Unlisted first: no walker finds @mem from here on. */
+	xa_erase(&vmfork_objects, mem->id);
+	/* The last reference: nothing else can change @mem, no lock needed. */
 	if (mem->published) {
 		resident = vmfork_layer_visible(mem->top);
 		private = mem->template ? 0 : mem->top->nr_pages;
@@ -930,83 +1087,90 @@ static const struct file_operations vmfork_mem_fops = {
 	.read_iter	= vmfork_mem_read_iter,
 	.write_iter	= vmfork_mem_write_iter,
 	.llseek		= vmfork_mem_llseek,
+	.fallocate	= vmfork_mem_fallocate,
 	.unlocked_ioctl	= vmfork_mem_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
 };
 
 /*
- * Calls @visit for the live objects that pass @filter, in list order, from
- * the object at index @skip (counting every object), until it returns false;
- * returns the index of the object it refused (or the count of objects). @gen
- * is set to the list's generation. @visit runs under vmfork_objects_lock, not
- * under the object's lock.
+ * Calls @visit for the published objects that pass @filter, in order of id
+ * from @from, until it returns false. Returns the id to go on from: that of
+ * the object @visit refused, or one past the last id visited. @visit runs
+ * under rcu_read_lock() and must not sleep; it reads no object lock, only
+ * fields that never change and a snapshot of the stats.
  */
-unsigned long vmfork_mem_walk(unsigned long skip, unsigned int *gen,
-			      const struct vmfork_walk_filter *filter,
-			      bool (*visit)(const struct vmfork_obj_info *info,
-					    void *arg),
-			      void *arg)
+u64 vmfork_mem_walk(u64 from, const struct vmfork_walk_filter *filter,
+		    bool (*visit)(const struct vmfork_obj_info *info, void *arg),
+		    void *arg)
 {
+	unsigned long idx, last = filter->id ? filter->id : ULONG_MAX;
 	struct vmfork_obj_info info;
 	struct vmfork_mem *mem;
-	unsigned long idx = 0;
 
-	mutex_lock(&vmfork_objects_lock);
-	*gen = vmfork_objects_gen;
-	list_for_each_entry(mem, &vmfork_objects, node) {
-		if (idx < skip ||
-		    (filter->id && mem->id != filter->id) ||
-		    (!filter->all && !uid_eq(mem->owner, filter->uid))) {
-			idx++;
+	if (filter->id)
+		from = max_t(u64, from, filter->id);
+	if (from > last)
+		return from;
+	rcu_read_lock();
+	xa_for_each_range(&vmfork_objects, idx, mem, from, last) {
+		if (!filter->all && !uid_eq(mem->owner, filter->uid))
 			continue;
-		}
-		mutex_lock(&mem->lock);
-		vmfork_mem_stats(mem, &info.st);
-		mutex_unlock(&mem->lock);
+		vmfork_mem_read_stats(mem, &info.st);
 		info.creator = mem->creator;
 		info.owner = mem->owner;
-		if (!visit(&info, arg))
-			break;
-		idx++;
+		if (!visit(&info, arg)) {
+			rcu_read_unlock();
+			return idx;
+		}
+		from = (u64)idx + 1;
 	}
-	mutex_unlock(&vmfork_objects_lock);
-	return idx;
+	rcu_read_unlock();
+	return from;
+}
+
+/* debugfs "objects": one line per object, then the totals. */
+struct vmfork_mem_show {
+	struct seq_file *m;
+	struct vmfork_stats sum;
+};
+
+static bool vmfork_mem_show_one(const struct vmfork_obj_info *info, void *arg)
+{
+	const struct vmfork_stats *st = &info->st;
+	struct vmfork_mem_show *show = arg;
+
+	seq_printf(show->m, "%8llu %8llu %5llu %8d %10llu %9llu %9llu %9llu %10llu %6llu %6llu %5llu %s\n",
+		   st->id, st->parent_id, st->depth, info->creator,
+		   st->size >> 10, st->resident_pages, st->shared_pages,
+		   st->private_pages, st->cow_breaks, st->forks, st->resets,
+		   st->chain_length,
+		   (st->flags & VMFORK_STATS_TEMPLATE) ? "template" : "-");
+	show->sum.resident_pages += st->resident_pages;
+	show->sum.private_pages += st->private_pages;
+	show->sum.cow_breaks += st->cow_breaks;
+	show->sum.forks += st->forks;
+	show->sum.resets += st->resets;
+	return true;
 }
 
 void vmfork_mem_show_all(struct seq_file *m)
 {
-	struct vmfork_stats st, sum = {};
-	struct vmfork_mem *mem;
+	struct vmfork_mem_show show = { .m = m };
+	const struct vmfork_walk_filter all = { .all = true };
+	const struct vmfork_stats *sum = &show.sum;
 
 	seq_printf(m, "%8s %8s %5s %8s %10s %9s %9s %9s %10s %6s %6s %5s %s\n",
 		   "id", "parent", "depth", "creator", "size_kib", "resident",
 		   "shared", "private", "cow_breaks", "forks", "resets",
 		   "chain", "flags");
-	mutex_lock(&vmfork_objects_lock);
-	list_for_each_entry(mem, &vmfork_objects, node) {
-		mutex_lock(&mem->lock);
-		vmfork_mem_stats(mem, &st);
-		mutex_unlock(&mem->lock);
-		seq_printf(m, "%8llu %8llu %5llu %8d %10llu %9llu %9llu %9llu %10llu %6llu %6llu %5llu %s\n",
-			   st.id, st.parent_id, st.depth, mem->creator,
-			   st.size >> 10, st.resident_pages, st.shared_pages,
-			   st.private_pages, st.cow_breaks, st.forks,
-			   st.resets, st.chain_length,
-			   (st.flags & VMFORK_STATS_TEMPLATE) ? "template" : "-");
-		sum.resident_pages += st.resident_pages;
-		sum.private_pages += st.private_pages;
-		sum.cow_breaks += st.cow_breaks;
-		sum.forks += st.forks;
-		sum.resets += st.resets;
-	}
-	mutex_unlock(&vmfork_objects_lock);
+	vmfork_mem_walk(0, &all, vmfork_mem_show_one, &show);
 	seq_printf(m, "total: objects %ld layers %ld pages %ld (%lu KiB) views %llu private %llu cow_breaks %llu forks %llu resets %llu\n",
 		   atomic_long_read(&vmfork_nr_objects),
 		   atomic_long_read(&vmfork_nr_layers),
 		   atomic_long_read(&vmfork_nr_pages),
 		   atomic_long_read(&vmfork_nr_pages) * (PAGE_SIZE >> 10),
-		   sum.resident_pages, sum.private_pages, sum.cow_breaks,
-		   sum.forks, sum.resets);
+		   sum->resident_pages, sum->private_pages, sum->cow_breaks,
+		   sum->forks, sum->resets);
 }
 
 static int vmfork_init_fs_context(struct fs_context *fc)

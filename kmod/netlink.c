@@ -102,7 +102,6 @@ static int vmfork_nl_get_stats_doit(struct sk_buff *skb, struct genl_info *info)
 	struct vmfork_nl_find find = {};
 	struct vmfork_walk_filter filter;
 	struct sk_buff *msg;
-	unsigned int gen;
 	void *hdr;
 	int err;
 
@@ -118,7 +117,7 @@ static int vmfork_nl_get_stats_doit(struct sk_buff *skb, struct genl_info *info)
 	filter = (struct vmfork_walk_filter){
 		.id = find.id, .all = viewer.all, .uid = viewer.uid,
 	};
-	vmfork_mem_walk(0, &gen, &filter, vmfork_nl_find_visit, &find);
+	vmfork_mem_walk(find.id, &filter, vmfork_nl_find_visit, &find);
 	if (!find.found) {
 		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[VMFORK_A_ID],
 				    "no such object");
@@ -146,21 +145,20 @@ err_free:
 }
 
 /*
- * GET_STATS dump. State between the calls of one dump, in cb->ctx: who asks,
- * the filter, and the index of the next object in the list. A dump that
- * spans a change of the list is flagged NLM_F_DUMP_INTR.
+ * GET_STATS dump, in order of id. State between the calls of one dump, in
+ * cb->ctx: who asks, the filter, and the id to go on from, so that objects
+ * created or released between two calls neither repeat nor hide others.
  */
 struct vmfork_nl_dump_ctx {
 	struct vmfork_nl_viewer viewer;
 	u64 id;			/* 0: every object */
-	unsigned long next;
+	u64 next;
 };
 
 struct vmfork_nl_dump {
 	struct sk_buff *skb;
 	struct netlink_callback *cb;
 	struct vmfork_nl_dump_ctx *ctx;
-	unsigned int gen;
 };
 
 static struct vmfork_nl_dump_ctx *vmfork_nl_dump_ctx(struct netlink_callback *cb)
@@ -191,8 +189,6 @@ static bool vmfork_nl_dump_visit(const struct vmfork_obj_info *info, void *arg)
 			  VMFORK_CMD_GET_STATS);
 	if (!hdr)
 		return false;
-	d->cb->seq = d->gen;
-	genl_dump_check_consistent(d->cb, hdr);
 	if (vmfork_nl_fill_stats(d->skb, info)) {
 		genlmsg_cancel(d->skb, hdr);
 		return false;
@@ -215,7 +211,7 @@ static int vmfork_nl_get_stats_dumpit(struct sk_buff *skb,
 		.uid = d.ctx->viewer.uid,
 	};
 
-	d.ctx->next = vmfork_mem_walk(d.ctx->next, &d.gen, &filter,
+	d.ctx->next = vmfork_mem_walk(d.ctx->next, &filter,
 				      vmfork_nl_dump_visit, &d);
 	/* Non-zero: more to come; an empty message ends the dump. */
 	return skb->len;

@@ -9,14 +9,23 @@
  * write on one side is visible on the other. Pages are shared copy-on-write
  * in the kernel.
  *
+ * Discard: fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) on an
+ * object, or madvise(MADV_REMOVE) on a writable mapping of it, frees the
+ * object's pages in the range and makes the whole range read as zero, also
+ * where the pages came from the parent (which keeps them); partial pages at
+ * the ends are zeroed. A guest's balloon or free page reporting gives memory
+ * back this way.
+ *
  * Errors (besides the usual -EFAULT for a bad user pointer):
  *   -ENOTTY  unknown ioctl
  *   -EINVAL  unknown flags, non-zero reserved fields, bad size, an ioctl made
  *            on the wrong kind of fd (object ioctl on /dev/vmfork or the
  *            reverse), VMFORK_RESET of an object that is not a fork child,
  *            mmap() without MAP_SHARED or past the end of the object
- *   -EPERM   a write (pwrite, writable mmap, VMFORK_RESET) to a template
+ *   -EPERM   a write (pwrite, writable mmap, VMFORK_RESET, a discard) to a
+ *            template
  *   -ENOSPC  pwrite at or past the end of the object
+ *   -EOPNOTSUPP  fallocate() other than a discard (the size is fixed)
  *   -ENOMEM  out of memory, or a write over the memory cgroup limit
  * A store through a mapping that the object refuses (a template), or one
  * that needs a page over the memory cgroup limit, raises SIGBUS; KVM reports
