@@ -34,7 +34,7 @@ SHELL_SRCS = $(shell find scripts userspace -name '*.sh' | sort) .ci/run
 USERSPACE_LIB_SRCS = $(shell find userspace/lib userspace/cli userspace/trace -name '*.cpp' | sort)
 
 .PHONY: all modules modules-debug module userspace selftests bpf kselftest-headers check check-quick \
-	demo bench install clean help lint FORCE
+	demo fuzz bench install clean help lint FORCE
 
 all: modules userspace selftests bpf
 
@@ -51,6 +51,8 @@ help:
 	@echo '  check-quick    the same on 6.1 only'
 	@echo '  demo           in the test VM: boot a 256 MiB guest, fork 32 verified clones, report;'
 	@echo '                 then a Linux guest with a workload, 16 clones checked by the guest'
+	@echo '  fuzz           in a test VM per kernel (6.1, 6.12, debug): fuzz_test with 2*10^6'
+	@echo '                 operations and trinity on /dev/vmfork (FUZZ_ARGS: scripts/fuzz.sh)'
 	@echo '  bench          in the test VM (8G, <30 min): vmfork vs process fork, snapshot-restore,'
 	@echo '                 full copy; table on stdout, CSV/JSON/PNG in bench-results/ (BENCH_ARGS)'
 	@echo '  install        module into /lib/modules/$$(uname -r)/extra, udev rule, binaries'
@@ -185,6 +187,12 @@ demo:
 # and plots in bench-results/ (a writable share of the VM). BENCH_ARGS adds options of
 # `vmfork bench`, e.g. BENCH_ARGS="--repeat 3 --sizes 64M,256M".
 BENCH_OUT := bench-results
+# The long fuzz runs; make check runs fuzz_test's short default (300000 operations).
+fuzz:
+	scripts/deps.sh
+	$(MAKE) all
+	scripts/fuzz.sh $(FUZZ_ARGS)
+
 bench:
 	scripts/deps.sh
 	$(MAKE) all

@@ -44,6 +44,7 @@ PKGS=(
 	libcli11-dev libfmt-dev nlohmann-json3-dev libgtest-dev
 	python3 gnuplot-nox
 	acpica-tools
+	trinity
 )
 
 missing=()
