@@ -46,6 +46,10 @@ for root, \fI$XDG_RUNTIME_DIR/vmfork\fR for other users, \fI/tmp/vmfork\-UID\fR 
 \fBXDG_RUNTIME_DIR\fR is unset. It must belong to the user and not be writable by others.
 [FILES]
 .TP
+.I /usr/bin/vmfork\-vmm
+The process of one VM, started by \fBvmfork run\fR and \fBvmfork fork\fR (not by hand);
+vmfork finds it beside its own executable.
+.TP
 .I /dev/vmfork
 The module's device (package vmfork\-dkms, \fBmodprobe vmfork\fR). Its udev rule gives it
 to group \fBkvm\fR, mode 0660, like \fI/dev/kvm\fR: members of group kvm use vmfork
