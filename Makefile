@@ -28,13 +28,14 @@ LINUX_SRC_FILES := tools/testing/selftests/kselftest_harness.h \
 
 UDEV_RULE := udev/99-vmfork.rules
 UDEV_DIR ?= /etc/udev/rules.d
+PREFIX ?= /usr/local
 
 USERSPACE_SRCS = $(shell find userspace -name '*.cpp' -o -name '*.h' | sort)
-SHELL_SRCS = $(shell find scripts userspace -name '*.sh' | sort) .ci/run
+SHELL_SRCS = $(shell find scripts userspace -name '*.sh' | sort) .ci/run userspace/cli/vmfork.bash-completion
 USERSPACE_LIB_SRCS = $(shell find userspace/lib userspace/cli userspace/trace -name '*.cpp' | sort)
 
 .PHONY: all modules modules-debug module userspace selftests bpf kselftest-headers check check-quick \
-	demo fuzz bench install clean help lint FORCE
+	demo fuzz bench install deb clean help lint FORCE
 
 all: modules userspace selftests bpf
 
@@ -55,9 +56,13 @@ help:
 	@echo '                 operations and trinity on /dev/vmfork (FUZZ_ARGS: scripts/fuzz.sh)'
 	@echo '  bench          in the test VM (8G, <30 min): vmfork vs process fork, snapshot-restore,'
 	@echo '                 full copy; table on stdout, CSV/JSON/PNG in bench-results/ (BENCH_ARGS)'
-	@echo '  install        module into /lib/modules/$$(uname -r)/extra, udev rule, binaries'
-	@echo '  lint           checkpatch --strict on kmod/ and the uAPI, shellcheck, clang-format, clang-tidy'
+	@echo '  install        module into /lib/modules/$$(uname -r)/extra, udev rule, modules-load.d entry,'
+	@echo '                 userspace (cmake --install) under PREFIX (default /usr/local)'
+	@echo '  lint           checkpatch --strict on kmod/ and the uAPI, shellcheck, clang-format, clang-tidy,'
+	@echo '                 one version everywhere (scripts/check-version.sh)'
 	@echo '  dkms.conf      generate dkms.conf from dkms.conf.in and VERSION'
+	@echo '  deb            Debian packages vmfork and vmfork-dkms in build/deb (debhelper, dh-dkms),'
+	@echo '                 checked by lintian'
 	@echo '  clean          remove build/ and in-place module build files'
 
 # --- kernel module --------------------------------------------------------------------
@@ -206,21 +211,33 @@ install: module
 		$(if $(DESTDIR),INSTALL_MOD_PATH=$(DESTDIR)) modules_install
 	$(if $(DESTDIR),,depmod -a $(KVER))
 	install -D -m 0644 $(UDEV_RULE) $(DESTDIR)$(UDEV_DIR)/99-vmfork.rules
+	install -D -m 0644 dist/modules-load.d/vmfork.conf $(DESTDIR)/etc/modules-load.d/vmfork.conf
 	@[ -n "$(DESTDIR)" ] || udevadm control --reload-rules 2>/dev/null || true
-	@if [ -f $(BUILD)/userspace/bin/vmfork ]; then \
-		install -D -m 0755 $(BUILD)/userspace/bin/vmfork $(DESTDIR)/usr/local/bin/vmfork; \
-		echo "installed /usr/local/bin/vmfork"; fi
-	@if [ -f $(BUILD)/userspace/bin/vmfork-vmm ]; then \
-		install -D -m 0755 $(BUILD)/userspace/bin/vmfork-vmm $(DESTDIR)/usr/local/bin/vmfork-vmm; \
-		install -D -m 0644 $(BUILD)/userspace/share/vmfork/linux-initramfs.cpio.gz \
-			$(DESTDIR)/usr/local/share/vmfork/linux-initramfs.cpio.gz; \
-		echo "installed /usr/local/bin/vmfork-vmm, /usr/local/share/vmfork"; fi
-	@if [ -f $(BUILD)/userspace/bin/vmfork-trace ]; then \
-		install -D -m 0755 $(BUILD)/userspace/bin/vmfork-trace $(DESTDIR)/usr/local/bin/vmfork-trace; \
-		echo "installed /usr/local/bin/vmfork-trace"; fi
+	@if [ -f $(BUILD)/userspace/cmake_install.cmake ]; then \
+		DESTDIR=$(DESTDIR) cmake --install $(BUILD)/userspace --prefix $(PREFIX); fi
 
 dkms.conf: dkms.conf.in VERSION
 	sed 's/@VERSION@/$(VERSION)/' $< > $@
+
+# The packages are built from a copy of the source (tracked and new files, as in the
+# work tree, without build/), so that dpkg-buildpackage's output and its build tree stay
+# in build/deb. Lintian fails the target on any error or warning that
+# debian/*.lintian-overrides does not explain.
+DEB_DIR := $(BUILD)/deb
+deb:
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_DIR)/vmfork-$(VERSION)
+	git ls-files -z -c -o --exclude-standard | \
+		tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(DEB_DIR)/vmfork-$(VERSION)
+	@echo "make deb: dpkg-buildpackage in $(DEB_DIR)/vmfork-$(VERSION), log $(DEB_DIR)/build.log"
+	@cd $(DEB_DIR)/vmfork-$(VERSION) && DEB_BUILD_OPTIONS="parallel=$$(nproc)" \
+		nice dpkg-buildpackage -b -us -uc >../build.log 2>&1 || { \
+		tail -n 40 ../build.log; echo "make deb: dpkg-buildpackage failed: $(DEB_DIR)/build.log"; \
+		exit 1; }
+	@grep -E 'warning:' $(DEB_DIR)/build.log || true
+	rm -rf $(DEB_DIR)/vmfork-$(VERSION)
+	lintian --info --display-info --fail-on error,warning $(DEB_DIR)/vmfork_$(VERSION)_amd64.changes
+	@ls -l $(DEB_DIR)/*.deb
 
 CHECKPATCH = $(BUILD)/linux-src/scripts/checkpatch.pl --strict --no-tree --quiet --show-types
 KMOD_COMPAT := $(wildcard kmod/compat.h)
@@ -236,6 +253,7 @@ lint: $(BUILD)/linux-src/.stamp $(BUILD)/userspace/CMakeCache.txt
 	$(if $(KMOD_TRACE),$(CHECKPATCH) --ignore OPEN_ENDED_LINE --ignore PARENTHESIS_ALIGNMENT \
 		-f $(KMOD_TRACE))
 	shellcheck -S warning $(SHELL_SRCS)
+	scripts/check-version.sh
 	clang-format --dry-run -Werror $(USERSPACE_SRCS)
 	clang-tidy --quiet -p $(BUILD)/userspace $(USERSPACE_LIB_SRCS)
 

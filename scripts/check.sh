@@ -22,6 +22,9 @@ each other, all of which need /dev/kvm and /dev/vmfork), then on 6.1 and 6.12 a 
 VM with multi-threaded TCG for the Linux guests nested in it (build/userspace/vmfork_linux_tests:
 both Debian kernels booted, forked and powered off by the VMM in-process;
 userspace/tests/cli_linux_test.py: the same through the vmfork CLI).
+The Debian packages (make deb, lintian) are built once and tested in a VM per kernel
+(scripts/deb_test.py: dpkg -i, DKMS, udev, use without root, dpkg -r/--purge; on 6.12
+the install, DKMS build, modprobe and removal only).
 A step that fails without test results (build error, guest crash, kernel warning,
 module that does not unload) counts as one failed test and is named at the end.
 Skipped tests are reported, never counted as passed. Exits 1 on any failure.
@@ -77,6 +80,17 @@ ${MAKE:-make} -j"$(nproc)" all || { problem "build: make all failed"; summary; }
 
 step "lint (make lint: checkpatch, shellcheck, clang-format, clang-tidy)"
 ${MAKE:-make} -s lint || problem "make lint: see above"
+
+# The Debian packages: built once here, installed and used in a test VM per kernel
+# below. Lintian's verdict (make deb fails on any unexplained error or warning) counts
+# as one test.
+step "Debian packages (make deb: dpkg-buildpackage, lintian)"
+deb_ok=0
+if ${MAKE:-make} -s deb; then
+	passed=$((passed + 1)) deb_ok=1
+else
+	problem "make deb (package build or lintian) failed"
+fi
 
 step "userspace unit tests (ctest)"
 ctest_rc=0
@@ -146,6 +160,16 @@ for k in "${kernels[@]}"; do
 	vm_suite "$k" "${run_opts[@]}" -g build/userspace/vmfork_vm_tests \
 		-x userspace/tests/cli_vm_test.py -x bpf/tests/dashboards_test.py \
 		-x bpf/tests/trace_test.py -x bpf/tests/views_test.py build/selftests
+
+	# The packages as a user gets them (scripts/deb_test.py): on 6.1 install, DKMS,
+	# udev, use as a member of group kvm and as an outsider, removal; on 6.12 the
+	# kernel-dependent part only (install, DKMS build, modprobe, udev, removal).
+	if [ "$k" != debug ] && [ "$deb_ok" = 1 ]; then
+		step "Debian packages in a VM, kernel $k"
+		label=$k-deb VM_OPTS=(--no-module --timeout 1200) VM_ENV=()
+		[ "$k" = 6.1 ] || VM_ENV=(VMFORK_DEB_TEST=dkms)
+		vm_suite "$k" -t 1100 -x scripts/deb_test.py
+	fi
 
 	# Linux guests nested in the test VM: multi-threaded TCG, since single-threaded
 	# TCG replays an injected interrupt into a nested guest (which then deadlocks); the

@@ -450,7 +450,9 @@ Trial Bench::clone_process(SizeCtx& c) {
                                wait_running(r, "the process-fork clone").time_since_epoch())
                                .count();
             ans.ok = 1;
-            (void)::write(wr.get(), &ans, sizeof(ans));
+            if (::write(wr.get(), &ans, sizeof(ans)) < 0) {
+                ::_exit(1); // the parent sees EOF and reports the clone as failed
+            }
             for (;;) {
                 ::pause();
             }
@@ -459,7 +461,9 @@ Trial Bench::clone_process(SizeCtx& c) {
         } catch (...) {
             std::snprintf(ans.error.data(), ans.error.size(), "unknown error");
         }
-        (void)::write(wr.get(), &ans, sizeof(ans));
+        if (::write(wr.get(), &ans, sizeof(ans)) < 0) {
+            // Nothing more to tell: the parent sees EOF.
+        }
         ::_exit(1);
     }
     f1 = Clock::now();

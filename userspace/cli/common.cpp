@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "vmfork/device_access.h"
 #include "vmfork/netlink_stats.h"
 #include "vmfork/parse_size.h"
 #include "vmfork/system_error.h"
@@ -26,8 +27,8 @@ control::RuntimeDir runtime_dir() {
 
 void throw_module_not_loaded() {
     throw CliError("the vmfork module is not loaded (no generic netlink family \"vmfork\"): "
-                   "load it with `insmod kmod/vmfork.ko`, or `modprobe vmfork` after "
-                   "`make install`");
+                   "load it with `sudo modprobe vmfork` (package vmfork-dkms, or after "
+                   "`make install`) or `insmod kmod/vmfork.ko` from a build tree");
 }
 
 void check_devices() {
@@ -36,15 +37,15 @@ void check_devices() {
                        "the firmware, or load kvm_intel / kvm_amd)");
     }
     if (::access("/dev/kvm", R_OK | W_OK) != 0) {
-        throw CliError("/dev/kvm: permission denied: run as root or join the kvm group");
+        throw CliError(permission_denied_message("/dev/kvm"));
     }
     if (::access("/dev/vmfork", F_OK) != 0) {
-        throw CliError("/dev/vmfork not found: load the module with `insmod kmod/vmfork.ko` "
-                       "(or `make install && modprobe vmfork`)");
+        throw CliError("/dev/vmfork not found: load the module with `sudo modprobe vmfork` "
+                       "(package vmfork-dkms, or `make install`) or `insmod kmod/vmfork.ko` "
+                       "from a build tree");
     }
     if (::access("/dev/vmfork", R_OK | W_OK) != 0) {
-        throw CliError("/dev/vmfork: permission denied: run as root or join the group that "
-                       "owns it");
+        throw CliError(permission_denied_message("/dev/vmfork"));
     }
 }
 

@@ -21,7 +21,8 @@ int run_cli(int argc, char** argv) {
 
     CLI::App app{"vmfork: instant copy-on-write clones of running KVM virtual machines.\n"
                  "VMs are processes with a control socket in $VMFORK_RUNTIME_DIR "
-                 "(default /run/vmfork)."};
+                 "(default: /run/vmfork for root,\n$XDG_RUNTIME_DIR/vmfork for other users, "
+                 "/tmp/vmfork-UID without XDG_RUNTIME_DIR)."};
     app.set_version_flag("--version", std::string("vmfork ") + VMFORK_VERSION);
     app.require_subcommand(1);
     Globals g;

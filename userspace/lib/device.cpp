@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <sys/ioctl.h>
 
+#include "vmfork/device_access.h"
 #include "vmfork/system_error.h"
 
 namespace vmfork {
@@ -16,11 +17,12 @@ Device Device::open(const std::string& path) {
         const int err = errno;
         switch (err) {
         case ENOENT:
-            throw SystemError(err,
-                              path + " not found: load the module with `insmod kmod/vmfork.ko`");
+            throw SystemError(
+                err, path + " not found: load the module with `modprobe vmfork` (installed, "
+                            "e.g. package vmfork-dkms) or `insmod kmod/vmfork.ko` "
+                            "(build tree)");
         case EACCES:
-            throw SystemError(err, path + ": permission denied: install udev/99-vmfork.rules "
-                                          "(make install) and join group kvm");
+            throw SystemError(err, permission_denied_message(path));
         default:
             throw SystemError(err, "cannot open " + path);
         }

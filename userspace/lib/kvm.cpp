@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
+#include "vmfork/device_access.h"
 #include "vmfork/system_error.h"
 
 namespace vmfork {
@@ -53,7 +54,7 @@ Kvm Kvm::open(const std::string& path) {
                                           "(`modprobe kvm_intel` / `modprobe kvm_amd`)");
         }
         if (err == EACCES) {
-            throw SystemError(err, path + ": permission denied: join group kvm");
+            throw SystemError(err, permission_denied_message(path));
         }
         throw SystemError(err, "cannot open " + path);
     }

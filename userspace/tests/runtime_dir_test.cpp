@@ -106,15 +106,33 @@ TEST(RuntimeDirPath, EnvironmentIsHonoured) {
         EXPECT_EQ(RuntimeDir().path(), "/tmp/somewhere-else");
         EXPECT_EQ(RuntimeDir("/explicit").path(), "/explicit");
     }
+    // Unset or empty: the default for this process's user.
+    const ScopedEnv xdg("XDG_RUNTIME_DIR", "/run/user/4242");
+    const std::string expected = ::geteuid() == 0 ? "/run/vmfork" : "/run/user/4242/vmfork";
     {
         const ScopedEnv env(RuntimeDir::env_var, nullptr);
-        EXPECT_EQ(RuntimeDir().path(), RuntimeDir::default_path);
-        EXPECT_EQ(RuntimeDir().path(), "/run/vmfork");
+        EXPECT_EQ(RuntimeDir().path(), expected);
     }
     {
         const ScopedEnv env(RuntimeDir::env_var, "");
-        EXPECT_EQ(RuntimeDir().path(), "/run/vmfork");
+        EXPECT_EQ(RuntimeDir().path(), expected);
     }
+}
+
+TEST(RuntimeDirPath, RootKeepsRunVmfork) {
+    EXPECT_EQ(RuntimeDir::default_path_for(0, nullptr), "/run/vmfork");
+    EXPECT_EQ(RuntimeDir::default_path_for(0, "/run/user/0"), "/run/vmfork");
+    EXPECT_EQ(RuntimeDir::root_path, std::string("/run/vmfork"));
+}
+
+TEST(RuntimeDirPath, UsersGetTheirXdgRuntimeDir) {
+    EXPECT_EQ(RuntimeDir::default_path_for(1000, "/run/user/1000"), "/run/user/1000/vmfork");
+    EXPECT_EQ(RuntimeDir::default_path_for(1000, "/run/user/1000/"), "/run/user/1000/vmfork");
+    EXPECT_EQ(RuntimeDir::default_path_for(1000, "/"), "/vmfork");
+    // No login session (su, cron) or an invalid (relative) value: a per-uid directory.
+    EXPECT_EQ(RuntimeDir::default_path_for(1000, nullptr), "/tmp/vmfork-1000");
+    EXPECT_EQ(RuntimeDir::default_path_for(1000, ""), "/tmp/vmfork-1000");
+    EXPECT_EQ(RuntimeDir::default_path_for(65534, "run/user/65534"), "/tmp/vmfork-65534");
 }
 
 TEST(RuntimeDirPath, FilePaths) {
@@ -143,6 +161,51 @@ TEST_F(RuntimeDirTest, EnsureFailsOnAFile) {
     EXPECT_EQ(thrown_errno<SystemError>([&] { RuntimeDir(root_ + "/file/sub").ensure(); }),
               ENOTDIR);
     EXPECT_EQ(thrown_errno<SystemError>([&] { RuntimeDir(root_ + "/file").ensure(); }), ENOTDIR);
+}
+
+TEST_F(RuntimeDirTest, EnsureRefusesADirectoryOthersCanWrite) {
+    const std::string open_dir = root_ + "/open";
+    ASSERT_EQ(::mkdir(open_dir.c_str(), 0700), 0);
+    ASSERT_EQ(::chmod(open_dir.c_str(), 01777), 0); // like /tmp
+    EXPECT_EQ(thrown_errno<SystemError>([&] { RuntimeDir(open_dir).ensure(); }), EPERM);
+    ASSERT_EQ(::chmod(open_dir.c_str(), 0755), 0);
+    EXPECT_NO_THROW(RuntimeDir(open_dir).ensure());
+}
+
+// What keeps a user from taking over another user's fallback /tmp/vmfork-UID: a
+// directory someone else made is refused. Needs two users: run as root, checked in a
+// child that drops to an unprivileged uid.
+TEST_F(RuntimeDirTest, EnsureRefusesAnotherUsersDirectory) {
+    if (::geteuid() != 0) {
+        GTEST_SKIP() << "needs root to act as two users";
+    }
+    constexpr uid_t other_uid = 65534; // nobody
+    const std::string theirs = root_ + "/theirs";
+    ASSERT_EQ(::mkdir(theirs.c_str(), 0700), 0);
+    ASSERT_EQ(::chmod(root_.c_str(), 0755), 0); // the child must reach it
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        // Child: no gtest assertions. Exit codes: 0 = refused with EPERM, 1 = accepted,
+        // 2 = other error, 3 = setuid failed.
+        if (::setgid(other_uid) != 0 || ::setuid(other_uid) != 0) {
+            ::_exit(3);
+        }
+        try {
+            RuntimeDir(theirs).ensure();
+            ::_exit(1);
+        } catch (const SystemError& e) {
+            ::_exit(e.error() == EPERM ? 0 : 2);
+        } catch (...) {
+            ::_exit(2);
+        }
+    }
+    int wstatus = 0;
+    ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
+    ASSERT_TRUE(WIFEXITED(wstatus));
+    EXPECT_EQ(WEXITSTATUS(wstatus), 0) << "a directory root made must be refused to uid 65534";
+    // Root may use any user's directory.
+    EXPECT_NO_THROW(RuntimeDir(theirs).ensure());
 }
 
 TEST_F(RuntimeDirTest, MissingDirectoryHasNoLiveNames) {

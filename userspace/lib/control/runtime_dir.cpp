@@ -105,10 +105,31 @@ LockState probe(const std::string& path, UniqueFd* fd) {
 
 } // namespace
 
+std::string RuntimeDir::default_path_for(uid_t euid, const char* xdg_runtime_dir) {
+    if (euid == 0) {
+        return root_path;
+    }
+    // The XDG Base Directory spec: a relative path in the variable is invalid.
+    if (xdg_runtime_dir != nullptr && xdg_runtime_dir[0] == '/') {
+        std::string path = xdg_runtime_dir;
+        while (path.size() > 1 && path.back() == '/') {
+            path.pop_back();
+        }
+        return path == "/" ? "/vmfork" : path + "/vmfork";
+    }
+    return "/tmp/vmfork-" + std::to_string(euid);
+}
+
 RuntimeDir::RuntimeDir(std::string path) : path_(std::move(path)) {
     if (path_.empty()) {
         const char* env = std::getenv(env_var); // NOLINT(concurrency-mt-unsafe)
-        path_ = env != nullptr && *env != '\0' ? env : default_path;
+        if (env != nullptr && *env != '\0') {
+            path_ = env;
+        } else {
+            path_ =
+                default_path_for(::geteuid(),
+                                 std::getenv("XDG_RUNTIME_DIR")); // NOLINT(concurrency-mt-unsafe)
+        }
     }
 }
 
@@ -137,8 +158,27 @@ void RuntimeDir::ensure() const {
             }
         }
         if (pos == std::string::npos) {
-            return;
+            break;
         }
+    }
+    // Whoever made the directory decides who can reach the sockets in it: a directory
+    // another user made first (say /tmp/vmfork-UID) or one anyone can write to would
+    // let them swap a VM's socket for their own.
+    struct stat st {};
+    if (::stat(path_.c_str(), &st) < 0) {
+        throw SystemError::from_errno("cannot stat " + path_);
+    }
+    const uid_t euid = ::geteuid();
+    if (euid != 0 && st.st_uid != euid) {
+        throw SystemError(EPERM, "runtime directory " + path_ + " belongs to uid " +
+                                     std::to_string(st.st_uid) + ", not to you (uid " +
+                                     std::to_string(euid) +
+                                     "): remove it or set VMFORK_RUNTIME_DIR");
+    }
+    if ((st.st_mode & S_IWOTH) != 0) {
+        throw SystemError(EPERM, "runtime directory " + path_ +
+                                     " is writable by every user: use a private one "
+                                     "(VMFORK_RUNTIME_DIR)");
     }
 }
 

@@ -303,7 +303,11 @@ void Server::stop() noexcept {
     const int saved_errno = errno;
     stopping_.store(true);
     const std::uint64_t one = 1;
-    static_cast<void>(::write(wake_.get(), &one, sizeof(one)));
+    if (::write(wake_.get(), &one, sizeof(one)) < 0) {
+        // EAGAIN: the counter is already non-zero, the loop wakes anyway. Nothing else
+        // can be done in a signal handler. (A cast to void does not silence
+        // warn_unused_result under _FORTIFY_SOURCE.)
+    }
     errno = saved_errno;
 }
 

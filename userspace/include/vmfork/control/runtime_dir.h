@@ -2,24 +2,35 @@
 #pragma once
 
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 #include "vmfork/unique_fd.h"
 
 namespace vmfork::control {
 
-// Where VMM processes keep their files: $VMFORK_RUNTIME_DIR, default /run/vmfork.
+// Where VMM processes keep their files: $VMFORK_RUNTIME_DIR, else default_path_for()
+// the effective user: /run/vmfork for root, $XDG_RUNTIME_DIR/vmfork for anyone else.
 // Per VM name: NAME.sock (control socket), NAME.lock (held with flock by the VMM for
 // its whole life: the kernel drops it when the process dies, even by SIGKILL, so a
 // leftover NAME.sock is known stale), NAME.console (the serial output).
 class RuntimeDir {
 public:
     static constexpr const char* env_var = "VMFORK_RUNTIME_DIR";
-    static constexpr const char* default_path = "/run/vmfork";
+    static constexpr const char* root_path = "/run/vmfork";
+
+    // The directory when $VMFORK_RUNTIME_DIR is unset or empty, for a process of
+    // effective uid euid given $XDG_RUNTIME_DIR (null if unset): root_path for root;
+    // for other users xdg_runtime_dir + "/vmfork" (pam_systemd's /run/user/UID, private
+    // to the user) if it is an absolute path, else /tmp/vmfork-UID (no login session,
+    // e.g. su or a cron job), which ensure() refuses if another user made it first.
+    static std::string default_path_for(uid_t euid, const char* xdg_runtime_dir);
 
     // From the environment (or path if given); does not create it.
     explicit RuntimeDir(std::string path = {});
-    // Creates the directory (mode 0700, parents as needed); throws SystemError.
+    // Creates the directory (mode 0700, parents as needed); throws SystemError. The
+    // directory itself must belong to the effective user (any owner for root) and not
+    // be writable by other users (EPERM): a VM's socket there takes its commands.
     void ensure() const;
 
     // 1..64 chars of [A-Za-z0-9._-], not starting with '.' or '-'.
