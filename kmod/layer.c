@@ -39,7 +39,7 @@ void vmfork_page_put(struct page *page)
 
 struct vmfork_layer *vmfork_layer_alloc(void)
 {
-	struct vmfork_layer *l = kzalloc(sizeof(*l), GFP_KERNEL_ACCOUNT);
+	struct vmfork_layer *l = kzalloc(sizeof(*l), VMFORK_GFP);
 
 	if (!l)
 		return NULL;

@@ -182,7 +182,7 @@ static void vmfork_mem_read_stats(struct vmfork_mem *mem, struct vmfork_stats *s
 
 static struct vmfork_mem *vmfork_mem_alloc(loff_t size)
 {
-	struct vmfork_mem *mem = kzalloc(sizeof(*mem), GFP_KERNEL_ACCOUNT);
+	struct vmfork_mem *mem = kzalloc(sizeof(*mem), VMFORK_GFP);
 
 	if (!mem)
 		return NULL;
@@ -194,7 +194,7 @@ static struct vmfork_mem *vmfork_mem_alloc(loff_t size)
 	mutex_init(&mem->lock);
 	seqcount_mutex_init(&mem->stats_seq, &mem->lock);
 	mem->id = atomic64_inc_return(&vmfork_next_id);
-	if (xa_reserve(&vmfork_objects, mem->id, GFP_KERNEL_ACCOUNT)) {
+	if (xa_reserve(&vmfork_objects, mem->id, VMFORK_GFP)) {
 		vmfork_layer_put(mem->top);
 		kfree(mem);
 		return NULL;
