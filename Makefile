@@ -35,7 +35,7 @@ SHELL_SRCS = $(shell find scripts userspace -name '*.sh' | sort) .ci/run userspa
 USERSPACE_LIB_SRCS = $(shell find userspace/lib userspace/cli userspace/trace -name '*.cpp' | sort)
 
 .PHONY: all modules modules-debug module userspace selftests bpf kselftest-headers check check-quick \
-	demo fuzz bench install deb clean help lint FORCE
+	demo fuzz stress bench install deb clean help lint FORCE
 
 all: modules userspace selftests bpf
 
@@ -54,6 +54,8 @@ help:
 	@echo '                 then a Linux guest with a workload, 16 clones checked by the guest'
 	@echo '  fuzz           in a test VM per kernel (6.1, 6.12, debug): fuzz_test with 2*10^6'
 	@echo '                 operations and trinity on /dev/vmfork (FUZZ_ARGS: scripts/fuzz.sh)'
+	@echo '  stress         in a test VM per kernel (6.1, 6.12, debug): stress_test for 10 minutes'
+	@echo '                 (STRESS_SECS, default 600)'
 	@echo '  bench          in the test VM (8G, <30 min): vmfork vs process fork, snapshot-restore,'
 	@echo '                 full copy; table on stdout, CSV/JSON/PNG in bench-results/ (BENCH_ARGS)'
 	@echo '  install        module into /lib/modules/$$(uname -r)/extra, udev rule, modules-load.d entry,'
@@ -197,6 +199,18 @@ fuzz:
 	scripts/deps.sh
 	$(MAKE) all
 	scripts/fuzz.sh $(FUZZ_ARGS)
+
+# The long stress runs; make check runs stress_test for 30 s per kernel.
+STRESS_SECS ?= 600
+stress:
+	scripts/deps.sh
+	$(MAKE) all modules-debug
+	set -e; for k in 6.1 6.12 debug; do \
+		echo "==== stress: kernel $$k, $(STRESS_SECS) s ===="; \
+		VMFORK_STRESS_SECS=$(STRESS_SECS) scripts/vm-run.sh --kernel $$k \
+			$$( [ $$k = debug ] && echo --leak-check ) --timeout $$(( $(STRESS_SECS) + 900 )) -- \
+			scripts/run-selftests.sh -t $$(( $(STRESS_SECS) + 300 )) -x build/selftests/stress_test; \
+	done
 
 bench:
 	scripts/deps.sh

@@ -2,6 +2,8 @@
 /* Raw generic netlink for the "vmfork" family: see vmfork_nl.h. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -195,4 +197,30 @@ int nl_resolve(struct nl *nl)
 		}
 	}
 	return nl->family ? 0 : -ENOENT;
+}
+
+struct nl *nl_new(int timeout_s)
+{
+	struct timeval tv = { .tv_sec = timeout_s };
+	struct nl *nl = calloc(1, sizeof(*nl));
+
+	if (!nl)
+		return NULL;
+	nl->fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+	if (nl->fd < 0 ||
+	    setsockopt(nl->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
+	    nl_resolve(nl)) {
+		nl_free(nl);
+		return NULL;
+	}
+	return nl;
+}
+
+void nl_free(struct nl *nl)
+{
+	if (!nl)
+		return;
+	if (nl->fd >= 0)
+		close(nl->fd);
+	free(nl);
 }

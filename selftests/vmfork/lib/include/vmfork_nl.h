@@ -57,5 +57,8 @@ int nl_call(struct nl *nl, struct nl_req *r, struct vmfork_msg *msgs,
 	    int max, int *count, char *extack, size_t extack_len);
 /* Resolves the family and its events group through the genetlink controller. */
 int nl_resolve(struct nl *nl);
+/* A resolved socket whose every receive gives up after @timeout_s, or NULL. */
+struct nl *nl_new(int timeout_s);
+void nl_free(struct nl *nl);
 
 #endif /* SELFTEST_VMFORK_NL_H */
