@@ -84,6 +84,12 @@ def _():
     # seconds); not what is under test.
     subprocess.run(["debconf-set-selections"], input="man-db man-db/auto-update boolean false\n",
                    text=True, check=True)
+    # Debian's DKMS builds for the running kernel and the newest one with headers; the
+    # other kernel of the matrix gets its own VM, so hide its headers here (in the
+    # guest's overlay only): one build per VM, minutes less under TCG.
+    for build in glob.glob("/lib/modules/*/build"):
+        if not build.startswith(f"/lib/modules/{KERNEL}/") and os.path.islink(build):
+            os.rename(build, build + ".hidden-by-deb-test")
     t0 = time.monotonic()
     run("dpkg", "-i", d["vmfork-dkms"], d["vmfork"], timeout=1200, env=QUIET)
     state["install_s"] = time.monotonic() - t0
