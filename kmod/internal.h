@@ -23,7 +23,9 @@
  * by every object (and layer) forked from it. A lookup walks the chain from
  * the top and takes the first page it finds; a page no layer has reads as
  * zero. A fork freezes the parent's top layer and gives parent and child each
- * a new empty top layer over it, which is O(1) in the object's size.
+ * a new empty top layer over it: nothing is done per page of the object, only
+ * per page the parent wrote since its last fork (its mappings are zapped).
+ * Lookups cost O(chain length), which joins of layers keep short.
  *
  * A template is an object whose top layer itself is frozen: it never changes
  * again and every fork of it is O(1).

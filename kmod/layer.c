@@ -212,7 +212,8 @@ static int vmfork_layer_move(struct vmfork_layer *dst, struct vmfork_layer *src,
 /*
  * Moves the pages of @top into @below, its parent, which only @top
  * references: the chain stays as long as it was instead of growing by one,
- * and pages that @top replaces are freed. Costs O(pages in @top).
+ * and pages that @top replaces are freed. Costs O(entries in @top times the
+ * chain below, for the gain count).
  */
 void vmfork_layer_merge(struct vmfork_layer *below, struct vmfork_layer *top)
 {
