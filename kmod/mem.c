@@ -230,8 +230,9 @@ static void vmfork_mem_zap(struct vmfork_mem *mem, pgoff_t start, pgoff_t nr)
 
 /*
  * Zaps the mappings of @mem's private pages: the only pages a writable PTE
- * can map. Runs of neighbouring pages go in one call; past a sixteenth of the
- * object one zap of the whole range is cheaper than a walk per run.
+ * can map. Runs of neighbouring pages go in one call. Pages the parent only
+ * read keep their mappings (and KVM its stage-2 entries): a live fork costs
+ * O(pages written since the last fork), and nothing else faults again.
  */
 static void vmfork_mem_zap_private(struct vmfork_mem *mem)
 {
@@ -243,10 +244,6 @@ static void vmfork_mem_zap_private(struct vmfork_mem *mem)
 	lockdep_assert_held(&mem->lock);
 	if (!mapping_mapped(mem->inode->i_mapping) || !top->nr_pages)
 		return;
-	if (top->nr_pages > mem->npages / 16) {
-		vmfork_mem_zap(mem, 0, mem->npages);
-		return;
-	}
 	xa_for_each(&top->pages, idx, page) {
 		if (idx == end) {
 			end++;

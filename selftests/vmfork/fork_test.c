@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * VMFORK_VM_FORK from the host side: isolation in both directions for
- * stores through mappings and for pwrite, closing in every order, and forks
- * racing with a thread that keeps writing the parent.
+ * stores through mappings and for pwrite, closing in every order, forks
+ * racing with a thread that keeps writing the parent, and a live fork that
+ * leaves the parent's clean pages mapped.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -454,6 +455,60 @@ TEST_F(fork, fork_during_mmap_stores)
 	}
 	munmap(r->map, size);
 	free(r);
+}
+
+/*
+ * A live fork makes the parent's written pages fault again (so that the next
+ * store breaks copy-on-write) and nothing else: pages the parent only read
+ * stay mapped, even when it wrote a quarter of its memory (KVM's stage-2
+ * entries for them stay too, which the pagemap cannot show).
+ */
+#define LIVE_PAGES	256
+#define LIVE_WRITTEN	64
+
+TEST(live_fork_keeps_clean_pages_mapped)
+{
+	__u64 ent[LIVE_PAGES], p, wrong, first = 0;
+	volatile __u64 *map;
+	int dev, obj, child;
+
+	VMFORK_OPEN_OR_SKIP(dev);
+	obj = vmfork_create(_metadata, dev, PAGES(LIVE_PAGES), NULL);
+	map = vmfork_mmap(_metadata, obj, PAGES(LIVE_PAGES), 0,
+			  PROT_READ | PROT_WRITE);
+	for (p = 0; p < LIVE_PAGES; p++)
+		map[p * PG / 8] = p + 1;
+	close(vmfork_fork(_metadata, obj, 0, NULL));
+	/* Read every page back in (read-only mappings of frozen pages)... */
+	for (p = 0; p < LIVE_PAGES; p++)
+		ASSERT_EQ(p + 1, map[p * PG / 8]);
+	/* ... and write a quarter of them again. */
+	for (p = 0; p < LIVE_WRITTEN; p++)
+		map[p * 4 * PG / 8] = ~p;
+	child = vmfork_fork(_metadata, obj, 0, NULL);
+	ASSERT_EQ(0, pagemap_entries((const void *)map, LIVE_PAGES, ent)) {
+		TH_LOG("/proc/self/pagemap: %s", strerror(errno));
+	}
+	for (p = 0, wrong = 0; p < LIVE_PAGES; p++) {
+		bool written = p % 4 == 0;
+
+		if (written == !!(ent[p] & PAGEMAP_PRESENT) && !wrong++)
+			first = p;
+	}
+	EXPECT_EQ(0ULL, wrong) {
+		TH_LOG("%llu pages mapped wrong after the fork, first page %llu (%s, must be %s)",
+		       (unsigned long long)wrong, (unsigned long long)first,
+		       first % 4 ? "only read" : "written",
+		       first % 4 ? "still mapped" : "unmapped");
+	}
+	/* And the fork is right: the child sees the writes, later ones stay apart. */
+	map[0] = 0x1234;
+	EXPECT_EQ(~0ULL, peek64(_metadata, child, 0, 0));
+	EXPECT_EQ(2ULL, peek64(_metadata, child, 1, 0));
+	munmap((void *)map, PAGES(LIVE_PAGES));
+	close(child);
+	close(obj);
+	close(dev);
 }
 
 VMFORK_LEAK_CHECK_TEST()

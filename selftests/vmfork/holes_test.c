@@ -19,25 +19,16 @@
 #define DATA_PAGE	100ULL
 #define MAX_MAPS_PATH	"/sys/module/vmfork/parameters/zero_page_max_maps"
 #define TEST_MAX_MAPS	4096ULL
-#define PFN_MASK	((1ULL << 55) - 1)
 
 /* The PFN behind each page of [addr, addr + n pages), from /proc/self/pagemap (root). */
 static int pfns_of(const void *addr, __u64 n, __u64 *pfn)
 {
-	int fd = open("/proc/self/pagemap", O_RDONLY);
-	off_t off = (unsigned long)addr / PG * 8;
-	ssize_t len = n * 8;
 	__u64 i;
 
-	if (fd < 0)
+	if (pagemap_entries(addr, n, pfn))
 		return -1;
-	if (pread(fd, pfn, len, off) != len) {
-		close(fd);
-		return -1;
-	}
-	close(fd);
 	for (i = 0; i < n; i++)
-		pfn[i] = (pfn[i] >> 63) ? pfn[i] & PFN_MASK : 0;
+		pfn[i] = (pfn[i] & PAGEMAP_PRESENT) ? pfn[i] & PAGEMAP_PFN_MASK : 0;
 	return 0;
 }
 

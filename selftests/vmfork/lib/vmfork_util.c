@@ -277,3 +277,19 @@ int write_str(const char *path, const char *val)
 	close(fd);
 	return n == (ssize_t)strlen(val) ? 0 : -1;
 }
+
+int pagemap_entries(const void *addr, __u64 n, __u64 *ent)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	off_t off = (unsigned long)addr / PG * 8;
+	ssize_t len = n * 8;
+
+	if (fd < 0)
+		return -1;
+	if (pread(fd, ent, len, off) != len) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}

@@ -86,4 +86,12 @@ bool page_is_zero(const void *page);
 /* Monotonic clock in milliseconds. */
 __u64 now_ms(void);
 
+/*
+ * The /proc/self/pagemap entry of each page of [@addr, @addr + @n pages):
+ * bit 63 present, bits 0-54 the PFN (root only; 0 for others). 0 or -1.
+ */
+#define PAGEMAP_PRESENT		(1ULL << 63)
+#define PAGEMAP_PFN_MASK	((1ULL << 55) - 1)
+int pagemap_entries(const void *addr, __u64 n, __u64 *ent);
+
 #endif /* SELFTEST_VMFORK_UTIL_H */
