@@ -8,6 +8,7 @@
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/refcount.h>
+#include <linux/seqlock.h>
 #include <linux/types.h>
 #include <linux/uidgid.h>
 #include <linux/vmfork.h>
@@ -79,6 +80,66 @@ int vmfork_layer_store(struct vmfork_layer *l, pgoff_t pgoff, void *entry,
 
 struct page *vmfork_page_alloc(void);
 void vmfork_page_put(struct page *page);
+
+/*
+ * A memory object: one per file and inode. mem.c has the object itself (the
+ * fault path, read and write, the file), fork.c fork and reset, discard.c
+ * fallocate, objects.c the registry that netlink and debugfs walk.
+ */
+struct vmfork_mem {
+	/*
+	 * Protects @top, @fork_base, @template and the counters. Faults, reads,
+	 * writes, fork and reset of this object serialise on it.
+	 */
+	struct mutex lock;
+	/*
+	 * @stats is what VMFORK_GET_STATS, netlink and debugfs report: written
+	 * under @lock after each change, read without it (the fault path's
+	 * lock), so monitoring never contends with a VM's faults.
+	 */
+	seqcount_mutex_t stats_seq;
+	struct vmfork_stats stats;
+	struct vmfork_layer *top;	/* own layer; frozen for a template */
+	struct vmfork_layer *fork_base;	/* layer below @top at fork: reset target */
+	bool template;
+
+	u64 id;
+	u64 parent_id;
+	u64 depth;
+	pid_t creator;			/* tgid of the creating task */
+	kuid_t owner;			/* its effective uid: see netlink.c */
+	loff_t size;
+	pgoff_t npages;
+	u64 cow_breaks;
+	u64 forks;
+	u64 resets;
+	bool published;			/* announced: listed, and a RELEASE event owed */
+
+	struct inode *inode;
+	struct rcu_head rcu;		/* walkers may still read @stats: objects.c */
+};
+
+/* mem.c */
+struct vmfork_mem *vmfork_mem_alloc(loff_t size);
+int vmfork_mem_open(struct vmfork_mem *mem, struct file **filep);
+void vmfork_mem_update_stats(struct vmfork_mem *mem);
+void vmfork_mem_read_stats(struct vmfork_mem *mem, struct vmfork_stats *st);
+void vmfork_mem_zap(struct vmfork_mem *mem, pgoff_t start, pgoff_t nr);
+void vmfork_mem_zap_private(struct vmfork_mem *mem);
+struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgoff);
+
+/* fork.c */
+long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg);
+long vmfork_mem_reset(struct vmfork_mem *mem, unsigned long flags);
+
+/* discard.c */
+long vmfork_mem_fallocate(struct file *file, int mode, loff_t offset,
+			  loff_t len);
+
+/* objects.c */
+int vmfork_objects_reserve(u64 id);
+void vmfork_objects_erase(u64 id);
+void vmfork_mem_publish(struct vmfork_mem *mem);
 
 /* Leak accounting, reported in debugfs and checked at module exit. */
 extern atomic_long_t vmfork_nr_objects;
