@@ -54,7 +54,7 @@ chmod 0777 "$work"
 # Only the syscalls that reach the module, on its device node only.
 calls=()
 for c in ioctl mmap munmap mremap mprotect madvise read write pread64 pwrite64 \
-	readv writev fallocate lseek close dup fcntl fstat; do
+	readv writev fallocate lseek dup fcntl newfstat; do
 	calls+=(-c "$c")
 done
 (cd "$work" && timeout 1200 trinity -q -l off -X -C 4 -N "$VMFORK_TRINITY_OPS" \
