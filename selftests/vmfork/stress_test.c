@@ -381,11 +381,12 @@ static void *feed_thread(void *arg)
 	return NULL;
 }
 
-#define WRITER_KEEP	8
+#define WRITER_KEEP	64
 
 /*
- * The writer process, in the cgroup: writes random pages of the children
- * it is sent until a write fails with ENOMEM, then closes its oldest.
+ * The writer process, in the cgroup: keeps the children it is sent (up to
+ * 64 MiB of them, far over the limit, however slowly they come) and writes
+ * random pages of them until a write fails with ENOMEM, then closes one.
  * Exits with 0, or 1 on any other error, and prints its counts.
  */
 static int writer_main(int sock, const char *cg)
@@ -418,28 +419,31 @@ static int writer_main(int sock, const char *cg)
 		if (r == 1 && (cm = CMSG_FIRSTHDR(&msg)) &&
 		    cm->cmsg_type == SCM_RIGHTS) {
 			memcpy(&fd, CMSG_DATA(cm), sizeof(int));
-			if (fds[n % WRITER_KEEP] >= 0)
-				close(fds[n % WRITER_KEEP]);
-			fds[n++ % WRITER_KEEP] = fd;
+			for (i = 0; i < WRITER_KEEP && fds[i] >= 0; i++)
+				;
+			if (i == WRITER_KEEP) {
+				close(fd);	/* full: the limit is hit anyway */
+			} else {
+				fds[i] = fd;
+				n++;
+			}
 		} else if (r < 0 && errno != EAGAIN) {
 			return 1;
 		}
 		if (!n)
 			continue;
-		fd = fds[rnd(&seed, n < WRITER_KEEP ? n : WRITER_KEEP)];
+		fd = fds[rnd(&seed, WRITER_KEEP)];
 		if (fd < 0)
 			continue;
 		if (pwrite(fd, page, PG, PAGES(FIRST_PAGE + rnd(&seed, NR_WORDS))) == PG) {
 			writes++;
 		} else if (errno == ENOMEM) {
 			enomem++;
-			/* Give the oldest back; its pages are uncharged. */
-			for (i = 0; i < WRITER_KEEP; i++) {
-				if (fds[(n + i) % WRITER_KEEP] >= 0) {
-					close(fds[(n + i) % WRITER_KEEP]);
-					fds[(n + i) % WRITER_KEEP] = -1;
-					break;
-				}
+			/* Give one back; its pages are uncharged. */
+			i = rnd(&seed, WRITER_KEEP);
+			if (fds[i] >= 0) {
+				close(fds[i]);
+				fds[i] = -1;
 			}
 		} else {
 			fprintf(stderr, "# stress writer: pwrite: %s\n",
