@@ -587,30 +587,13 @@ static void op_close(struct worker *w)
 static void op_pass(struct worker *w)
 {
 	struct fuzz *fz = w->fz;
-	char c = 0, cbuf[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
-	};
-	struct cmsghdr *cm;
 	int fd = grab(w), got = -1;
 
 	if (fd < 0)
 		return;
-	memset(cbuf, 0, sizeof(cbuf));
-	cm = CMSG_FIRSTHDR(&msg);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
 	pthread_mutex_lock(&fz->mu);
-	if (sendmsg(fz->sock[0], &msg, 0) == 1) {
-		msg.msg_controllen = sizeof(cbuf);
-		if (recvmsg(fz->sock[1], &msg, MSG_CMSG_CLOEXEC) == 1 &&
-		    (cm = CMSG_FIRSTHDR(&msg)) && cm->cmsg_type == SCM_RIGHTS)
-			memcpy(&got, CMSG_DATA(cm), sizeof(int));
-	}
+	if (!send_fd(fz->sock[0], fd, 0))
+		got = recv_fd(fz->sock[1], 0);
 	pthread_mutex_unlock(&fz->mu);
 	close(fd);
 	if (got < 0) {

@@ -97,6 +97,13 @@ static int read_words(int fd, __u32 *w)
 	return 0;
 }
 
+/* Threads start together, once the stressed setup is complete. */
+static void wait_go(struct stress *s)
+{
+	while (!atomic_load(&s->go))
+		usleep(1000);
+}
+
 static void kick(int sig)
 {
 	(void)sig;
@@ -149,8 +156,7 @@ static void *guest_thread(void *arg)
 {
 	struct stress *s = arg;
 
-	while (!atomic_load(&s->go))
-		usleep(1000);
+	wait_go(s);
 	run_vcpu(s, &s->vm, 0);
 	return NULL;
 }
@@ -197,8 +203,7 @@ static void *fork_thread(void *arg)
 	struct child *c;
 	int fd, i;
 
-	while (!atomic_load(&s->go))
-		usleep(1000);
+	wait_go(s);
 	while (!atomic_load(&s->stop)) {
 		fd = __vmfork_fork(s->parent, 0, NULL);
 		if (fd < 0) {
@@ -244,8 +249,7 @@ static void *check_thread(void *arg)
 	__u32 junk = 0xdead;
 	struct child *c;
 
-	while (!atomic_load(&s->go))
-		usleep(1000);
+	wait_go(s);
 	while (!atomic_load(&s->stop)) {
 		pthread_mutex_lock(&s->mu);
 		c = &s->kids[rnd(&seed, MAX_CHILDREN)];
@@ -302,8 +306,7 @@ static void *child_vm_thread(void *arg)
 	void *map;
 	int fd;
 
-	while (!atomic_load(&s->go))
-		usleep(1000);
+	wait_go(s);
 	while (!atomic_load(&s->stop)) {
 		pthread_mutex_lock(&s->mu);
 		c = &s->kids[rnd(&seed, MAX_CHILDREN)];
@@ -346,17 +349,9 @@ static void *child_vm_thread(void *arg)
 static void *feed_thread(void *arg)
 {
 	struct stress *s = arg;
-	char cbuf[CMSG_SPACE(sizeof(int))], c = 0;
-	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
-	};
-	struct cmsghdr *cm;
 	int fd;
 
-	while (!atomic_load(&s->go))
-		usleep(1000);
+	wait_go(s);
 	while (!atomic_load(&s->stop)) {
 		fd = __vmfork_fork(s->parent, 0, NULL);
 		if (fd < 0) {
@@ -365,14 +360,7 @@ static void *feed_thread(void *arg)
 			usleep(10000);
 			continue;
 		}
-		memset(cbuf, 0, sizeof(cbuf));
-		cm = CMSG_FIRSTHDR(&msg);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-		if (sendmsg(s->to_writer, &msg, MSG_DONTWAIT) != 1 &&
-		    errno != EAGAIN)
+		if (send_fd(s->to_writer, fd, MSG_DONTWAIT) && errno != EAGAIN)
 			fail(s, "sending a child to the writer: %s",
 			     strerror(errno));
 		close(fd);
@@ -392,14 +380,10 @@ static void *feed_thread(void *arg)
 static int writer_main(int sock, const char *cg)
 {
 	static char page[PG];
-	char cbuf[CMSG_SPACE(sizeof(int))], c, path[256], pid[32];
-	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	char path[256], pid[32];
 	int fds[WRITER_KEEP], n = 0, i, fd;
 	unsigned long writes = 0, enomem = 0;
 	unsigned int seed = 4;
-	struct cmsghdr *cm;
-	ssize_t r;
 
 	memset(page, 0x5a, sizeof(page));
 	for (i = 0; i < WRITER_KEEP; i++)
@@ -411,14 +395,10 @@ static int writer_main(int sock, const char *cg)
 	if (write_str(path, pid))
 		return 3;
 	for (;;) {
-		msg.msg_control = cbuf;
-		msg.msg_controllen = sizeof(cbuf);
-		r = recvmsg(sock, &msg, n ? MSG_DONTWAIT : 0);
-		if (r == 0)
+		fd = recv_fd(sock, n ? MSG_DONTWAIT : 0);
+		if (fd < 0 && errno == ENODATA)
 			break;		/* the main process is done */
-		if (r == 1 && (cm = CMSG_FIRSTHDR(&msg)) &&
-		    cm->cmsg_type == SCM_RIGHTS) {
-			memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+		if (fd >= 0) {
 			for (i = 0; i < WRITER_KEEP && fds[i] >= 0; i++)
 				;
 			if (i == WRITER_KEEP) {
@@ -427,7 +407,7 @@ static int writer_main(int sock, const char *cg)
 				fds[i] = fd;
 				n++;
 			}
-		} else if (r < 0 && errno != EAGAIN) {
+		} else if (errno != EAGAIN) {
 			return 1;
 		}
 		if (!n)
@@ -463,8 +443,7 @@ static void *stats_thread(void *arg)
 	struct nl_req r;
 	int fd;
 
-	while (!atomic_load(&s->go))
-		usleep(1000);
+	wait_go(s);
 	while (!atomic_load(&s->stop)) {
 		req_init(&r, s->nl->family, VMFORK_CMD_GET_STATS, NLM_F_DUMP);
 		if (nl_call(s->nl, &r, NULL, 0, NULL, NULL, 0) == -EAGAIN)

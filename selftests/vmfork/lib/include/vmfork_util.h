@@ -94,4 +94,12 @@ __u64 now_ms(void);
 #define PAGEMAP_PFN_MASK	((1ULL << 55) - 1)
 int pagemap_entries(const void *addr, __u64 n, __u64 *ent);
 
+/* Sends @fd over the unix socket @sock (one byte, SCM_RIGHTS): 0, or -1. */
+int send_fd(int sock, int fd, int flags);
+/*
+ * Receives one message from @sock: the fd it carries (close-on-exec), or -1
+ * with errno set; ENODATA for the end (EOF, or a message without an fd).
+ */
+int recv_fd(int sock, int flags);
+
 #endif /* SELFTEST_VMFORK_UTIL_H */
