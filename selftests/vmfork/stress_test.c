@@ -18,7 +18,8 @@
  * 960 KiB, for ever: one store per page per round.
  *
  * Only the writer is in the cgroup, with everything it needs made, faulted
- * in and locked before it joins, and doing nothing but pwrite() and close():
+ * in and locked (its fd table grown too) before it joins, and doing nothing
+ * but receiving fds, pwrite() and close():
  * vmfork's own allocations fail at the limit (-ENOMEM), but any other charged
  * allocation there (a struct file of a fork, KVM's page tables) would call
  * the memcg OOM killer, whose report is a kernel complaint of its own.
@@ -388,6 +389,12 @@ static int writer_main(int sock, const char *cg)
 	memset(page, 0x5a, sizeof(page));
 	for (i = 0; i < WRITER_KEEP; i++)
 		fds[i] = -1;
+	/*
+	 * The fd table grows (a charged allocation) past 64 fds: grow it now,
+	 * outside the cgroup, for every child this process may keep.
+	 */
+	if (dup2(sock, WRITER_KEEP + 64) < 0 || close(WRITER_KEEP + 64))
+		return 2;
 	if (mlockall(MCL_CURRENT | MCL_FUTURE))
 		return 2;
 	snprintf(path, sizeof(path), "%s/cgroup.procs", cg);
@@ -525,9 +532,10 @@ static int stress_main(int to_writer, __u64 secs)
 	return 0;
 }
 
-static long long memcg_max_events(const char *cg)
+/* A count of the cgroup's memory.events ("max", "oom_kill"), or -1. */
+static long long memcg_event(const char *cg, const char *key)
 {
-	char path[256], buf[512], *p;
+	char path[256], buf[512], want[32], *p;
 	long long n = -1;
 	ssize_t len;
 	int fd;
@@ -541,9 +549,10 @@ static long long memcg_max_events(const char *cg)
 	if (len <= 0)
 		return -1;
 	buf[len] = 0;
-	p = strstr(buf, "\nmax ");
+	snprintf(want, sizeof(want), "\n%s ", key);
+	p = strstr(buf, want);
 	if (p)
-		n = atoll(p + 5);
+		n = atoll(p + strlen(want));
 	return n;
 }
 
@@ -561,7 +570,7 @@ TEST_F_TIMEOUT(stress, guests_fault_while_others_fork_reset_close_and_read_stats
 		     strtoull(getenv("VMFORK_STRESS_SECS"), NULL, 0) : 30;
 	char cg[128], path[256], limit[32];
 	struct vmfork_counters c;
-	long long hits;
+	long long hits, oom_kills;
 	int status, wstatus, sv[2], ret;
 	pid_t pid, writer;
 
@@ -599,18 +608,23 @@ TEST_F_TIMEOUT(stress, guests_fault_while_others_fork_reset_close_and_read_stats
 	close(sv[0]);
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	ASSERT_EQ(writer, waitpid(writer, &wstatus, 0));
-	hits = memcg_max_events(cg);
+	hits = memcg_event(cg, "max");
+	oom_kills = memcg_event(cg, "oom_kill");
 	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		TH_LOG("stress process: status %#x (1: failures above; setup: 10 open, 11 code, 12 mmap, 13 KVM, 14 netlink, 15 threads; 19 nothing happened)",
 		       status);
 	}
 	EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) {
-		TH_LOG("writer process: status %#x (1 an error other than ENOMEM, 2 mlockall, 3 cgroup join)",
+		TH_LOG("writer process: status %#x (1 an error other than ENOMEM, 2 fd table or mlockall, 3 cgroup join)",
 		       wstatus);
 	}
 	EXPECT_LT(0, hits) {
 		TH_LOG("the cgroup limit must have been hit (memory.events max %lld)",
 		       hits);
+	}
+	EXPECT_EQ(0, oom_kills) {
+		TH_LOG("the OOM killer ran in the writer's cgroup (oom_kill %lld): an allocation other than vmfork's was charged there",
+		       oom_kills);
 	}
 	TH_LOG("memory.events max: %lld", hits);
 	EXPECT_EQ(0, rmdir(cg)) {
