@@ -382,6 +382,8 @@ elif [ -n "$KO" ] && ! insmod "$KO"; then
 else
 	say "kvm_amd${KO:+ and vmfork} loaded"
 	ready=1
+	# The Linux guests' vsock device (vmfork exec) is backed by vhost-vsock.
+	[ -c /dev/vhost-vsock ] || modprobe vhost_vsock || status "modprobe vhost_vsock failed"
 	# Multi-threaded TCG runs stale int3s after code patching: keep KVM's
 	# apic_sw_disabled static key from flipping (scripts/kvm-pin-keys.py).
 	if [ "$TCG_THREAD" = multi ]; then

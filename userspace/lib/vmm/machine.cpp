@@ -16,6 +16,7 @@
 #include "vmfork/vmm/devices/acpi_pm.h"
 #include "vmfork/vmm/devices/acpi_tables.h"
 #include "vmfork/vmm/devices/i8042.h"
+#include "vmfork/vmm/devices/vhost_vsock.h"
 #include "vmfork/vmm/platform.h"
 
 namespace vmfork {
@@ -105,7 +106,7 @@ Machine::Machine(Key /*key*/, const Kvm& kvm, GuestMemory memory, unsigned cpus,
         memory_->attach(vm_);
     }
     if (platform_ == Platform::Linux) {
-        add_linux_devices();
+        add_linux_devices(config);
     } else {
         bus_.add(SerialPort::base, SerialPort::len, serial_.get());
         bus_.add(ReportPort::base, ReportPort::len, report_.get());
@@ -115,7 +116,7 @@ Machine::Machine(Key /*key*/, const Kvm& kvm, GuestMemory memory, unsigned cpus,
     }
 }
 
-void Machine::add_linux_devices() {
+void Machine::add_linux_devices(const MachineConfig& config) {
     auto com1_irq = std::make_unique<KvmIrqLine>(vm_, platform::com1_gsi);
     auto uart = std::make_unique<Uart16550>(
         platform::com1_port, *com1_irq,
@@ -132,6 +133,29 @@ void Machine::add_linux_devices() {
     pio_devices_.push_back(std::move(uart));
     pio_devices_.push_back(std::move(i8042));
     pio_devices_.push_back(std::move(pm));
+    if (config.vsock && VhostVsock::available()) {
+        auto irq = std::make_unique<KvmIrqLine>(vm_, platform::virtio_mmio_gsi(0));
+        auto vsock = std::make_unique<VhostVsock>(*memory_, *irq);
+        vsock_ = vsock.get();
+        mmio_.add(platform::virtio_mmio_addr(0), platform::virtio_mmio_slot_size, vsock.get());
+        stateful_.push_back(vsock.get());
+        irq_lines_.push_back(std::move(irq));
+        mmio_devices_.push_back(std::move(vsock));
+    }
+}
+
+namespace {
+
+// A VM's vsock CID: from its memory object's id, which no other live VM of this
+// host's vmfork has (0-2 are reserved; 3.. are guests').
+std::uint64_t vsock_cid_for(const CloneIdentity& identity) {
+    return 1000 + identity.id;
+}
+
+} // namespace
+
+std::uint64_t Machine::vsock_cid() const {
+    return vsock_ != nullptr ? vsock_->cid() : 0;
 }
 
 void Machine::power_off() {
@@ -154,6 +178,9 @@ void Machine::console_input(std::span<const std::uint8_t> bytes) {
 }
 
 void Machine::load_state(const VmState& state, const CloneIdentity& identity) {
+    if (vsock_ != nullptr) {
+        vsock_->set_cid(vsock_cid_for(identity)); // a clone's own, before the restore
+    }
     restore_vm(vm_, vcpu_ptrs(), state);
     restore_devices(state);
     set_identity(identity);
@@ -218,7 +245,13 @@ std::unique_ptr<Machine> Machine::boot(const Kvm& kvm, MemoryObject memory,
                     tables.size());
     }
     loader.load(*m->memory_, m->vcpu_ptrs());
-    m->set_identity({0, m->memory_->object().id()});
+    const CloneIdentity identity{0, m->memory_->object().id()};
+    if (m->vsock_ != nullptr) {
+        // The DSDT shows virtio-mmio slot 0 (its _STA reads this byte).
+        m->memory_->write<std::uint8_t>(platform::platform_info_addr, 1);
+        m->vsock_->set_cid(vsock_cid_for(identity));
+    }
+    m->set_identity(identity);
     m->start(false);
     return m;
 }
@@ -303,9 +336,16 @@ void Machine::pause() {
             throw SystemError(ETIMEDOUT, "a vCPU did not pause within 10 s");
         }
     }
+    // No device writes guest memory while the VM is paused (and forked).
+    if (vsock_ != nullptr) {
+        vsock_->pause();
+    }
 }
 
 void Machine::resume() {
+    if (vsock_ != nullptr) {
+        vsock_->resume();
+    }
     for (auto& r : runners_) {
         r->resume();
     }

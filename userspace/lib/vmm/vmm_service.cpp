@@ -202,6 +202,7 @@ json VmmService::describe() const {
         {"first_report_ns", first_report_ns},
         {"uptime_ms", us_since(started_ns_) / 1000},
         {"guest", platform_ == Platform::Linux ? "linux" : "builtin"},
+        {"vsock_cid", machine_->vsock_cid()},
         {"reports", reports},
         {"vcpu_errors", machine_->errors()},
         {"memory",

@@ -20,6 +20,8 @@
 
 namespace vmfork {
 
+class VhostVsock;
+
 class BootLoader;
 class Device;
 
@@ -39,6 +41,9 @@ struct MachineConfig {
     // Called once when the guest powers off or asks for a reset (the vCPUs are being
     // stopped), in the vCPU's thread.
     std::function<void()> on_power_off;
+    // The Linux platform: a virtio-vsock device (virtio-mmio slot 0, vhost-vsock) when
+    // the host has /dev/vhost-vsock. The same for a VM and its clones.
+    bool vsock = true;
 };
 
 // One VM in this process: guest memory (a vmfork object, or plain memory for the
@@ -126,12 +131,16 @@ public:
     [[nodiscard]] std::uint64_t unclaimed_mmio() const noexcept { return mmio_.unclaimed(); }
     [[nodiscard]] unsigned cpus() const noexcept { return static_cast<unsigned>(vcpus_.size()); }
     [[nodiscard]] std::vector<VcpuLifecycle> vcpu_states() const;
+    // The guest's vsock CID, 0 without a vsock device.
+    [[nodiscard]] std::uint64_t vsock_cid() const;
+    // The vsock device, or nullptr.
+    [[nodiscard]] const VhostVsock* vsock() const noexcept { return vsock_; }
     // Errors of vCPUs that stopped on one, "vCPU N: ..." each.
     [[nodiscard]] std::vector<std::string> errors() const;
 
 private:
     void start(bool paused);
-    void add_linux_devices();
+    void add_linux_devices(const MachineConfig& config);
     // vCPUs, irqchip, clock and devices from state, then identity: what a clone, a
     // warm machine and a reset all do before their vCPUs run again.
     void load_state(const VmState& state, const CloneIdentity& identity);
@@ -154,8 +163,10 @@ private:
     std::vector<std::unique_ptr<IrqLine>> irq_lines_;
     std::vector<std::unique_ptr<PioDevice>> pio_devices_;
     std::vector<StatefulDevice*> stateful_; // in pio_devices_, saved in this order
-    Uart16550* uart_ = nullptr;             // the Linux platform's COM1
-    CloneIdentity identity_{};              // the Linux platform's (no identity page yet)
+    std::vector<std::unique_ptr<MmioDevice>> mmio_devices_;
+    Uart16550* uart_ = nullptr;   // the Linux platform's COM1
+    VhostVsock* vsock_ = nullptr; // in mmio_devices_, if the VM has vsock
+    CloneIdentity identity_{};    // the Linux platform's (no identity page yet)
     std::function<void()> on_power_off_;
     std::atomic<bool> powered_off_{false};
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
