@@ -47,7 +47,7 @@ struct RunOptions {
 // What every Linux guest's command line starts with: the console on the 16550A, reboot
 // through the i8042 (the VMM stops the VM), no module loading (the initramfs has none).
 inline constexpr const char* default_linux_cmdline =
-    "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd nomodule";
+    "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd";
 // /boot/vmlinuz-<running kernel's release>.
 std::string default_kernel();
 // The initramfs the build makes (busybox, vmfork-workload, a shell on ttyS0), found at
@@ -111,6 +111,19 @@ struct ConsoleOptions {
 };
 
 int cmd_console(const Globals& g, const ConsoleOptions& o);
+
+struct ExecOptions {
+    std::string name;
+    std::vector<std::string> argv;
+    bool interactive = false; // stdin goes to the command
+    unsigned timeout_s = 0;   // 0: the command may run for as long as it takes
+};
+
+// Returns the command's status as a shell does (128 + N for signal N; 127: not found).
+int cmd_exec(const Globals& g, const ExecOptions& o);
+// A connection to the agent of VM name (exec.cpp); retries refused connections for
+// up to timeout. Throws CliError saying why there is none.
+UniqueFd connect_agent(const Globals& g, const std::string& name, std::chrono::seconds timeout);
 int cmd_demo(const Globals& g, const DemoOptions& o);
 int cmd_demo_linux(const Globals& g, const DemoLinuxOptions& o);
 

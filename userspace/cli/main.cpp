@@ -120,6 +120,21 @@ int run_cli(int argc, char** argv) {
                           "(on a terminal, Ctrl-] detaches; otherwise stdin is sent and the "
                           "command returns at EOF); Linux guests only");
 
+    ExecOptions exec;
+    auto* exec_cmd = app.add_subcommand(
+        "exec", "run a command in a Linux guest through its agent (vmfork-agent, over vsock); "
+                "exits with the command's status (128+N for signal N, 127 if not found)");
+    exec_cmd->add_option("name", exec.name, "the VM")->required();
+    exec_cmd->add_option("command", exec.argv, "the command and its arguments (after --)")
+        ->required();
+    exec_cmd->add_flag("-i,--interactive", exec.interactive,
+                       "pass stdin to the command (default: /dev/null)");
+    exec_cmd
+        ->add_option("--timeout", exec.timeout_s,
+                     "seconds to wait for the agent and for the command; it is killed after "
+                     "(default: --timeout to connect, no limit on the command)")
+        ->check(CLI::Range(1U, 86400U * 365));
+
     DemoOptions demo;
     auto* demo_cmd = app.add_subcommand("demo", "boot, warm, fork N verified clones, report, "
                                                 "clean up");
@@ -198,6 +213,9 @@ int run_cli(int argc, char** argv) {
                 throw CliError("give -f or -i, not both (-i follows the output too)");
             }
             return cmd_console(g, console);
+        }
+        if (*exec_cmd) {
+            return cmd_exec(g, exec);
         }
         if (*demo_cmd) {
             if (linux_demo) {

@@ -122,6 +122,31 @@ def _():
     answers("lx", 1, 1)  # the parent goes on too
 
 
+def exec_in(name, *cmd, stdin_text=None):
+    args = ["exec", "--timeout", "60"] + (["-i"] if stdin_text is not None else []) + [name, "--"]
+    return vmfork(*args, *cmd, check=False, stdin_text=stdin_text)
+
+
+@ktap.test("exec through vmfork-agent on vsock: status, stdout/stderr, stdin, in parent and clones")
+def _():
+    p = exec_in("lx", "sh", "-c", "echo out-$((6*7)); echo err-$((6*7)) >&2; exit 3")
+    assert (p.returncode, p.stdout, p.stderr) == (3, "out-42\n", "err-42\n"), p
+    p = exec_in("lx", "sh", "-c", "kill -9 $$")
+    assert p.returncode == 128 + 9, p  # a signal as a shell reports it
+    p = exec_in("lx", "no-such-command")
+    assert p.returncode == 127 and "no such command" in p.stderr, p
+    p = exec_in("lx", "wc", "-c", stdin_text="x" * 100000)
+    assert p.returncode == 0 and p.stdout.split() == ["100000"], p
+    # Each clone answers on its own CID (a new one: the parent's connections were reset).
+    cids = {n: ls()[n]["vsock_cid"] for n in ("lx", "lx-1", "lx-2")}
+    assert len(set(cids.values())) == 3 and 0 not in cids.values(), cids
+    for name in ("lx-1", "lx-2"):
+        p = exec_in(name, "cat", "/proc/sys/kernel/random/boot_id")
+        assert p.returncode == 0 and len(p.stdout.strip()) == 36, (name, p)
+    p = vmfork("exec", "no-such-vm", "--", "true", check=False)
+    assert p.returncode == 1 and "no-such-vm" in p.stderr, p
+
+
 @ktap.test("every clone gets a new VM generation ID: its kernel reseeds its RNG")
 def _():
     for name in ("lx-1", "lx-2"):

@@ -142,6 +142,12 @@ def _():
     assert p.returncode == 1 and "not a clone" in p.stderr, p.stderr
 
 
+@ktap.test("exec in the built-in guest (no agent) fails at once with a clear error")
+def _():
+    p = vmfork("exec", "t", "--", "true", check=False, timeout=30)
+    assert p.returncode == 1 and "built-in guest" in p.stderr and "no agent" in p.stderr, p.stderr
+
+
 @ktap.test("ls --json agrees with reality: names, live pids running the VMM, sockets")
 def _():
     vms = ls()

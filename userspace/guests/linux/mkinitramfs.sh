@@ -2,9 +2,11 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # The default Linux guest's initramfs: Debian's busybox-static, the programs given
-# (into /bin: vmfork-workload), and an /init that mounts the pseudo filesystems, says
-# it is up, keeps a ticker running on the console (a process that must go on in every
-# clone) and gives a shell on ttyS0.
+# (into /bin: vmfork-workload, vmfork-agent), the virtio-mmio and virtio-vsock modules
+# of every kernel installed here (/lib/modules/RELEASE, decompressed, with the order
+# to load them in), and an /init that mounts the pseudo filesystems, loads the modules
+# of the running kernel, starts vmfork-agent, says it is up, keeps a ticker running on
+# the console (a process that must go on in every clone) and gives a shell on ttyS0.
 set -euo pipefail
 
 usage() {
@@ -21,7 +23,28 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,root,etc}
 cp /bin/busybox "$root/bin/busybox"
 for prog in "$@"; do
-	cp "$prog" "$root/bin/"
+	# Without debug symbols: the initramfs is unpacked at every boot.
+	strip -o "$root/bin/$(basename "$prog")" "$prog"
+done
+
+# The modules vsock needs, in load order (dependencies first), per kernel release.
+mods=(virtio_ring virtio virtio_mmio vsock vmw_vsock_virtio_transport_common
+	vmw_vsock_virtio_transport)
+for dir in /lib/modules/*/; do
+	rel=$(basename "$dir")
+	[ -f "$dir/modules.dep" ] || continue
+	dest=$root/lib/modules/$rel
+	mkdir -p "$dest"
+	for m in "${mods[@]}"; do
+		# Built in (6.12's virtio) or absent: nothing to load.
+		path=$(grep -E "(^|/)$m\.ko(\.xz)?:" "$dir/modules.dep" | cut -d: -f1) || continue
+		[ -n "$path" ] || continue
+		case $path in
+		*.xz) xz -dc "$dir/$path" >"$dest/$m.ko" ;;
+		*) cp "$dir/$path" "$dest/$m.ko" ;;
+		esac
+		echo "$m" >>"$dest/load"
+	done
 done
 cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
@@ -30,6 +53,15 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
+# vsock for vmfork-agent (vmfork exec): the modules of this kernel, if built here.
+if [ -f "/lib/modules/$(uname -r)/load" ]; then
+	while read -r m; do
+		insmod "/lib/modules/$(uname -r)/$m.ko" || echo "vmfork-guest: insmod $m failed"
+	done <"/lib/modules/$(uname -r)/load"
+fi
+if [ -x /bin/vmfork-agent ] && [ -e /dev/vsock ]; then
+	vmfork-agent >/dev/null 2>&1 &
+fi
 echo "vmfork-guest: up, $(grep -c ^processor /proc/cpuinfo) cpus"
 (
 	i=0

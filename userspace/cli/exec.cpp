@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: GPL-2.0
+// `vmfork exec NAME [--] CMD...`: a command in a Linux guest, through vmfork-agent on
+// the guest's vsock (the VMM says the guest's CID; the host kernel's vhost-vsock
+// carries the connection).
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+// Before linux/vm_sockets.h, which needs struct sockaddr.
+#include <linux/vm_sockets.h>
+
+#include "cli.h"
+#include "vmfork/agent/client.h"
+#include "vmfork/system_error.h"
+
+namespace vmfork::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One connection attempt to cid:port, bounded by deadline; -errno on failure.
+int try_connect(std::uint32_t cid, std::uint32_t port, Clock::time_point deadline, UniqueFd& out) {
+    UniqueFd fd(::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) {
+        return -errno;
+    }
+    sockaddr_vm addr{};
+    addr.svm_family = AF_VSOCK;
+    addr.svm_cid = cid;
+    addr.svm_port = port;
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) < 0) {
+        if (errno != EINPROGRESS) {
+            return -errno;
+        }
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        pollfd p{fd.get(), POLLOUT, 0};
+        const int r = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+        if (r == 0) {
+            return -ETIMEDOUT;
+        }
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (r < 0 || ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+            return -errno;
+        }
+        if (err != 0) {
+            return -err;
+        }
+    }
+    // The agent client does blocking I/O with its own deadlines.
+    const int flags = ::fcntl(fd.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) < 0) {
+        return -errno;
+    }
+    out = std::move(fd);
+    return 0;
+}
+
+} // namespace
+
+UniqueFd connect_agent(const Globals& g, const std::string& name, std::chrono::seconds timeout) {
+    const auto dir = runtime_dir();
+    if (!control::RuntimeDir::valid_name(name)) {
+        throw CliError("'" + name + "' is not a VM name: see `vmfork ls`");
+    }
+    const auto call_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(g.timeout);
+    const json info = call(dir, name, "info", json::object(), call_timeout);
+    if (info.value("guest", std::string()) != "linux") {
+        throw CliError(name + " runs the built-in guest, which has no agent: `vmfork exec` needs "
+                              "a Linux guest with vmfork-agent");
+    }
+    const auto cid = info.value("vsock_cid", std::uint64_t{0});
+    if (cid == 0) {
+        throw CliError(name + " has no vsock device (its host had no /dev/vhost-vsock when it "
+                              "started: modprobe vhost_vsock, then start the VM again)");
+    }
+    // A clone that just started may still be resetting its vsock transport, or the
+    // agent may still be starting: retry a refused connection until the timeout.
+    const auto deadline = Clock::now() + timeout;
+    int err = 0;
+    for (;;) {
+        UniqueFd fd;
+        err = try_connect(static_cast<std::uint32_t>(cid), agent::default_vsock_port, deadline, fd);
+        if (err == 0) {
+            return fd;
+        }
+        if ((err != -ECONNRESET && err != -ECONNREFUSED) || Clock::now() >= deadline) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    throw CliError(fmt::format("no agent answers in {} (vsock CID {} port {}: {}) within {} s: "
+                               "the guest needs vmfork-agent running (the default Linux guest "
+                               "starts it)",
+                               name, cid, agent::default_vsock_port, std::strerror(-err),
+                               timeout.count()));
+}
+
+int cmd_exec(const Globals& g, const ExecOptions& o) {
+    if (o.argv.empty()) {
+        throw CliError("give the command to run: vmfork exec NAME -- CMD [ARG...]");
+    }
+    const std::chrono::seconds connect_timeout =
+        o.timeout_s != 0 ? std::chrono::seconds(o.timeout_s) : g.timeout;
+    UniqueFd fd = connect_agent(g, o.name, connect_timeout);
+    agent::AgentClient client(
+        std::move(fd), std::chrono::duration_cast<std::chrono::milliseconds>(connect_timeout));
+    agent::ExecOptions opts;
+    opts.stdin_fd = o.interactive ? STDIN_FILENO : -1;
+    opts.stdout_fd = STDOUT_FILENO;
+    opts.stderr_fd = STDERR_FILENO;
+    if (o.timeout_s != 0) {
+        opts.timeout = std::chrono::seconds(o.timeout_s);
+    } else {
+        opts.timeout = std::chrono::hours(24 * 365); // no limit on the command itself
+    }
+    try {
+        return client.exec(o.argv, opts).shell_status();
+    } catch (const agent::AgentError& e) {
+        fmt::print(stderr, "vmfork: {}: {}\n", o.name, e.what());
+        // As a shell: 127 for a command not found, 126 for one that cannot run.
+        return e.code().value() == ENOENT ? 127 : 126;
+    } catch (const SystemError& e) {
+        if (e.code().value() == ETIMEDOUT) {
+            throw CliError(fmt::format("{}: the command did not end within --timeout {} s (it "
+                                       "was killed)",
+                                       o.name, o.timeout_s));
+        }
+        throw CliError(o.name + ": " + e.what());
+    }
+}
+
+} // namespace vmfork::cli
