@@ -4,67 +4,15 @@
 // carries the connection).
 #include <cerrno>
 #include <chrono>
-#include <cstring>
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <thread>
 #include <unistd.h>
-
-// Before linux/vm_sockets.h, which needs struct sockaddr.
-#include <linux/vm_sockets.h>
 
 #include "cli.h"
 #include "vmfork/agent/client.h"
+#include "vmfork/agent/vsock.h"
 #include "vmfork/system_error.h"
 
 namespace vmfork::cli {
-
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// One connection attempt to cid:port, bounded by deadline; -errno on failure.
-int try_connect(std::uint32_t cid, std::uint32_t port, Clock::time_point deadline, UniqueFd& out) {
-    UniqueFd fd(::socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!fd) {
-        return -errno;
-    }
-    sockaddr_vm addr{};
-    addr.svm_family = AF_VSOCK;
-    addr.svm_cid = cid;
-    addr.svm_port = port;
-    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) < 0) {
-        if (errno != EINPROGRESS) {
-            return -errno;
-        }
-        const auto left =
-            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-        pollfd p{fd.get(), POLLOUT, 0};
-        const int r = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
-        if (r == 0) {
-            return -ETIMEDOUT;
-        }
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (r < 0 || ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
-            return -errno;
-        }
-        if (err != 0) {
-            return -err;
-        }
-    }
-    // The agent client does blocking I/O with its own deadlines.
-    const int flags = ::fcntl(fd.get(), F_GETFL);
-    if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) < 0) {
-        return -errno;
-    }
-    out = std::move(fd);
-    return 0;
-}
-
-} // namespace
 
 UniqueFd connect_agent(const Globals& g, const std::string& name, std::chrono::seconds timeout) {
     const auto dir = runtime_dir();
@@ -83,25 +31,15 @@ UniqueFd connect_agent(const Globals& g, const std::string& name, std::chrono::s
                               "started: modprobe vhost_vsock, then start the VM again)");
     }
     // A clone that just started may still be resetting its vsock transport, or the
-    // agent may still be starting: retry a refused connection until the timeout.
-    const auto deadline = Clock::now() + timeout;
-    int err = 0;
-    for (;;) {
-        UniqueFd fd;
-        err = try_connect(static_cast<std::uint32_t>(cid), agent::default_vsock_port, deadline, fd);
-        if (err == 0) {
-            return fd;
-        }
-        if ((err != -ECONNRESET && err != -ECONNREFUSED) || Clock::now() >= deadline) {
-            break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // agent may still be starting: connect_vsock() retries until the timeout.
+    try {
+        return agent::connect_vsock(static_cast<std::uint32_t>(cid), agent::default_vsock_port,
+                                    std::chrono::steady_clock::now() + timeout);
+    } catch (const SystemError& e) {
+        throw CliError(fmt::format("no agent answers in {} ({}) within {} s: the guest needs "
+                                   "vmfork-agent running (the default Linux guest starts it)",
+                                   name, e.what(), timeout.count()));
     }
-    throw CliError(fmt::format("no agent answers in {} (vsock CID {} port {}: {}) within {} s: "
-                               "the guest needs vmfork-agent running (the default Linux guest "
-                               "starts it)",
-                               name, cid, agent::default_vsock_port, std::strerror(-err),
-                               timeout.count()));
 }
 
 int cmd_exec(const Globals& g, const ExecOptions& o) {

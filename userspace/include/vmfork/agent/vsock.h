@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: GPL-2.0
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+
+#include "vmfork/unique_fd.h"
+
+namespace vmfork::agent {
+
+// A blocking stream socket connected to a guest's agent at cid:port (AF_VSOCK; the
+// host kernel's vhost-vsock carries it). A refused or reset connection, or a guest
+// whose transport is not up yet (an agent not listening yet, a booting guest, a clone
+// resetting its transport) is retried every 100 ms until
+// deadline or until cancelled() says stop. Throws SystemError with the last errno
+// (ETIMEDOUT if no attempt ended before the deadline, ECANCELED if cancelled).
+UniqueFd connect_vsock(std::uint32_t cid, std::uint32_t port,
+                       std::chrono::steady_clock::time_point deadline,
+                       const std::function<bool()>& cancelled = {});
+
+} // namespace vmfork::agent
