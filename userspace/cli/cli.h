@@ -60,6 +60,7 @@ struct ForkOptions {
     bool make_template = false;
     std::string name_prefix;
     bool json = false;
+    bool wait_ready = false; // until each clone's agent applied its identity
 };
 
 struct StatsOptions {

@@ -53,18 +53,54 @@ int cmd_run(const Globals& g, const RunOptions& o) {
     });
 }
 
+namespace {
+
+// Waits until the customization of each started clone in r["clones"] is over; adds
+// "customize" (the VMM's report) to each. False if any did not end "done".
+bool wait_ready(const Globals& g, const control::RuntimeDir& dir, json& r) {
+    bool all_ok = true;
+    const auto deadline = std::chrono::steady_clock::now() + g.timeout;
+    for (auto& c : r.at("clones")) {
+        if (c.contains("error")) {
+            continue;
+        }
+        const auto name = c.at("name").get<std::string>();
+        json st;
+        for (;;) {
+            st = call(dir, name, "info", json::object(), g.timeout).value("customize", json());
+            const auto state = st.value("state", std::string("none"));
+            if (state != "pending") {
+                break;
+            }
+            if (std::chrono::steady_clock::now() >= deadline) {
+                st["error"] = "still pending after --timeout";
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        if (st.value("state", std::string()) != "done") {
+            all_ok = false;
+        }
+        c["customize"] = st;
+    }
+    return all_ok;
+}
+
+} // namespace
+
 int cmd_fork(const Globals& g, const ForkOptions& o) {
     const auto dir = runtime_dir();
     json args = {{"count", o.count}, {"template", o.make_template}};
     if (!o.name_prefix.empty()) {
         args["name_prefix"] = o.name_prefix;
     }
-    const json r = call(dir, o.name, "fork", args, g.timeout);
+    json r = call(dir, o.name, "fork", args, g.timeout);
+    const bool ready = !o.wait_ready || wait_ready(g, dir, r);
     if (o.json) {
         fmt::print("{}\n", r.dump(2));
-        return r.at("all_ok").get<bool>() ? 0 : 1;
+        return r.at("all_ok").get<bool>() && ready ? 0 : 1;
     }
-    int status = 0;
+    int status = ready ? 0 : 1;
     for (const auto& c : r.at("clones")) {
         if (c.contains("error")) {
             fmt::print(stderr, "vmfork: clone {} failed: {}\n", c.at("name").get<std::string>(),
@@ -75,6 +111,21 @@ int cmd_fork(const Globals& g, const ForkOptions& o) {
         fmt::print("{}  pid {}  VM_FORK {}  running after {}\n", c.at("name").get<std::string>(),
                    c.at("pid").get<int>(), ms(c.at("fork_us").get<double>()),
                    ms(c.at("ready_us").get<double>()));
+        if (c.contains("customize")) {
+            const json& st = c.at("customize");
+            const auto state = st.value("state", std::string("none"));
+            if (state == "done") {
+                fmt::print("{}  customized after {} ms (agent {} ms)\n",
+                           c.at("name").get<std::string>(), st.value("ms", 0),
+                           st.value("agent_ms", 0));
+            } else {
+                fmt::print(stderr, "vmfork: clone {} not customized ({}): {}\n",
+                           c.at("name").get<std::string>(), state,
+                           state == "none" ? std::string("it has no agent channel (a Linux "
+                                                         "guest with vsock has one)")
+                                           : st.value("error", std::string()));
+            }
+        }
     }
     if (r.at("template").get<bool>()) {
         fmt::print("{} is a template: frozen for good, fork it as often as you like\n", o.name);
@@ -84,6 +135,25 @@ int cmd_fork(const Globals& g, const ForkOptions& o) {
     return status;
 }
 
+namespace {
+
+// Customization of a Linux VM: yes, ... (pending), FAILED, no-agent; "-" for none.
+std::string ready_column(const json& v) {
+    const auto state = v.value("customize", json::object()).value("state", std::string("none"));
+    if (state == "done") {
+        return "yes";
+    }
+    if (state == "pending") {
+        return "...";
+    }
+    if (state == "failed") {
+        return "FAILED";
+    }
+    return state == "none" ? "-" : state;
+}
+
+} // namespace
+
 int cmd_ls(const Globals& /*g*/, bool json_out) {
     const auto vms = all_info(runtime_dir());
     if (json_out) {
@@ -91,13 +161,14 @@ int cmd_ls(const Globals& /*g*/, bool json_out) {
         return 0;
     }
     std::vector<std::vector<std::string>> rows = {
-        {"NAME", "PID", "GUEST", "PARENT", "GEN", "STATE", "MEMORY", "PRIVATE", "SHARED"}};
+        {"NAME", "PID", "GUEST", "PARENT", "GEN", "STATE", "READY", "MEMORY", "PRIVATE", "SHARED"}};
     for (const auto& v : vms) {
         rows.push_back(
             {v.at("name").get<std::string>(), std::to_string(v.at("pid").get<int>()),
              v.value("guest", std::string("builtin")), dash(v.at("parent").get<std::string>()),
              std::to_string(v.at("generation").get<std::uint64_t>()),
-             v.at("state").get<std::string>(), human_bytes(v.at("mem_size").get<double>()),
+             v.at("state").get<std::string>(), ready_column(v),
+             human_bytes(v.at("mem_size").get<double>()),
              human_bytes(static_cast<double>(page_bytes(v, "private_pages"))), shared_percent(v)});
     }
     if (vms.empty()) {

@@ -72,6 +72,10 @@ int run_cli(int argc, char** argv) {
                          "clone names: PREFIX1, PREFIX2, ... "
                          "(default: NAME-)");
     fork_cmd->add_flag("--json", fork.json, "print the result as JSON");
+    fork_cmd->add_flag("--wait-ready", fork.wait_ready,
+                       "Linux guests: return when every clone's agent has applied its identity "
+                       "(hostname, machine-id, clock, RNG reseed, /etc/vmfork/clone.d hooks), "
+                       "with the time each took; exit 1 if any failed");
 
     bool ls_json = false;
     auto* ls_cmd = app.add_subcommand("ls", "list the VMs");

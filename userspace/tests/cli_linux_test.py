@@ -147,6 +147,45 @@ def _():
     assert p.returncode == 1 and "no-such-vm" in p.stderr, p
 
 
+HOOKS = r"""mkdir -p /etc/vmfork/clone.d
+cd /etc/vmfork/clone.d
+printf '#!/bin/sh\necho "20 $VMFORK_NAME $VMFORK_GENERATION $VMFORK_PARENT $VMFORK_ID" >>/tmp/hooks\n' >20-second
+printf '#!/bin/sh\necho "10 $VMFORK_NAME" >>/tmp/hooks\n[ "$VMFORK_NAME" != cz-2 ]\n' >10-first
+printf 'not executable: skipped\n' >30-data
+chmod +x 10-first 20-second
+rm -f /tmp/hooks
+"""
+
+
+@ktap.test("customization without reboot: hostname, machine-id, hooks in order; a failing hook shows")
+def _():
+    assert ls()["lx"]["customize"]["state"] == "done", ls()["lx"]["customize"]
+    assert exec_in("lx", "hostname").stdout == "lx\n"
+    p = exec_in("lx", "sh", "-c", HOOKS)
+    assert p.returncode == 0, p
+    p = vmfork("fork", "lx", "-n", "2", "--name-prefix", "cz-", "--wait-ready", "--json",
+               check=False)
+    assert p.returncode == 1, "cz-2's hook fails: --wait-ready must say so"
+    r = {c["name"]: c for c in json.loads(p.stdout)["clones"]}
+    assert r["cz-1"]["customize"]["state"] == "done", r["cz-1"]
+    assert r["cz-2"]["customize"]["state"] == "failed", r["cz-2"]
+    assert "10-first" in r["cz-2"]["customize"]["error"], r["cz-2"]
+    ids = {}
+    for name in ("cz-1", "cz-2"):
+        assert exec_in(name, "hostname").stdout == name + "\n"
+        hooks = exec_in(name, "cat", "/tmp/hooks").stdout.splitlines()
+        vm_id = str(ls()[name]["id"])
+        assert hooks == [f"10 {name}", f"20 {name} 1 lx {vm_id}"], (name, hooks)
+        ids[name] = exec_in(name, "cat", "/etc/machine-id").stdout.strip()
+    ids["lx"] = exec_in("lx", "cat", "/etc/machine-id").stdout.strip()
+    assert len(set(ids.values())) == 3 and all(re.fullmatch(r"[0-9a-f]{32}", i)
+                                               for i in ids.values()), ids
+    table = vmfork("ls").stdout
+    assert re.search(r"^cz-2 .* FAILED ", table, re.M), table
+    assert re.search(r"^cz-1 .* yes ", table, re.M), table
+    vmfork("kill", "cz-1", "cz-2")
+
+
 @ktap.test("every clone gets a new VM generation ID: its kernel reseeds its RNG")
 def _():
     for name in ("lx-1", "lx-2"):
@@ -193,8 +232,15 @@ def _():
     assert "lx-2 is a template" in out and "lx-2-1  pid" in out, out
     vms = ls()
     assert vms["lx-2"]["state"] == "template", vms["lx-2"]
-    out = vmfork("fork", "lx-2", "-n", "1").stdout  # the template forks again
-    assert "lx-2-2  pid" in out, out
+    # The template forks again 20 s later: the clone's wall clock is the host's, not
+    # the frozen one (the agent steps it).
+    time.sleep(20)
+    out = vmfork("fork", "lx-2", "-n", "1", "--wait-ready").stdout
+    assert "lx-2-2  pid" in out and "lx-2-2  customized" in out, out
+    before = time.time()
+    p = exec_in("lx-2-2", "date", "+%s")
+    after = time.time()
+    assert p.returncode == 0 and before - 1 <= int(p.stdout) <= after + 1, (before, p, after)
     for name in ("lx-2-1", "lx-2-2"):
         assert ls()[name]["generation"] == 2
         answers(name, 5, len(name))

@@ -159,8 +159,8 @@ def _():
         assert argv[:2] == [b"vmfork-vmm", name.encode()], argv
         assert os.path.exists(os.path.join(RUNTIME, name + ".sock"))
     table = vmfork("ls").stdout.splitlines()
-    assert table[0].split() == ["NAME", "PID", "GUEST", "PARENT", "GEN", "STATE", "MEMORY", "PRIVATE",
-                                "SHARED"], table[0]
+    assert table[0].split() == ["NAME", "PID", "GUEST", "PARENT", "GEN", "STATE", "READY",
+                                "MEMORY", "PRIVATE", "SHARED"], table[0]
     assert len(table) == 1 + len(vms)
 
 

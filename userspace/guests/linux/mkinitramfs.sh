@@ -46,6 +46,9 @@ for dir in /lib/modules/*/; do
 		echo "$m" >>"$dest/load"
 	done
 done
+# A machine-id, as an installed system has one: each clone's agent replaces it.
+od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$root/etc/machine-id"
+echo >>"$root/etc/machine-id"
 cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin

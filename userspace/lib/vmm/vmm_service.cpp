@@ -26,6 +26,9 @@ constexpr std::size_t report_history = 64;
 constexpr std::uint64_t max_clones_per_request = 256;
 constexpr auto clone_start_timeout = std::chrono::seconds(60);
 constexpr std::size_t max_input = 4096; // console bytes per input request
+// How long a Linux VM's agent has to answer and apply the VM's identity (a fresh boot
+// takes 13-20 s under nested TCG before its agent starts).
+constexpr auto customize_timeout = std::chrono::seconds(120);
 // Connections served at once: a fork waiting for its clones holds one.
 constexpr unsigned server_workers = 8;
 
@@ -80,6 +83,7 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
             MemoryObject ram = device_->create_memory(config.mem_size);
             identity_ = {0, ram.id()};
             machine_ = Machine::boot(kvm_, std::move(ram), config, loader);
+            customize();
             return;
         }
         fill_ = spec.builtin.fill;
@@ -110,9 +114,23 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
     }
     fork_state_ = std::move(state);
     machine_ = Machine::restore(kvm_, std::move(*memory), *fork_state_, identity_, config);
+    customize();
 }
 
 VmmService::~VmmService() = default;
+
+void VmmService::customize() {
+    const std::uint64_t cid = machine_->vsock_cid();
+    if (platform_ != Platform::Linux || cid == 0) {
+        return;
+    }
+    agent::Identity id;
+    id.name = name_;
+    id.generation = identity_.generation;
+    id.parent = parent_;
+    id.id = std::to_string(identity_.id);
+    customizer_.start(static_cast<std::uint32_t>(cid), std::move(id), customize_timeout);
+}
 
 void VmmService::listen() {
     control::Dispatcher d;
@@ -203,6 +221,7 @@ json VmmService::describe() const {
         {"uptime_ms", us_since(started_ns_) / 1000},
         {"guest", platform_ == Platform::Linux ? "linux" : "builtin"},
         {"vsock_cid", machine_->vsock_cid()},
+        {"customize", customizer_.status()},
         {"reports", reports},
         {"vcpu_errors", machine_->errors()},
         {"memory",
@@ -375,6 +394,7 @@ Outcome VmmService::reset(const Request& req) {
     if (verifier_) {
         verifier_->rewind();
     }
+    customize(); // the fork point had the parent's identity
     const std::uint64_t took = us_since(t0);
     paused_ = false;
     return {control::ok_reply({{"reset_us", took}, {"dropped_pages", before.private_pages}})};

@@ -18,6 +18,7 @@
 #include "vmfork/device.h"
 #include "vmfork/kvm.h"
 #include "vmfork/vm_state.h"
+#include "vmfork/vmm/customizer.h"
 #include "vmfork/vmm/launch_spec.h"
 #include "vmfork/vmm/machine.h"
 #include "vmfork/vmm/report_verifier.h"
@@ -56,6 +57,8 @@ private:
     control::Outcome resume(const control::Request& req);
     control::Outcome input(const control::Request& req);
     [[nodiscard]] nlohmann::json describe() const;
+    // A Linux VM with vsock: its identity through its agent, in the background.
+    void customize();
     [[nodiscard]] std::string state_name() const;
     [[nodiscard]] std::string clone_name(const std::string& prefix,
                                          const std::vector<std::string>& taken) const;
@@ -81,6 +84,7 @@ private:
     std::vector<GuestPosition> template_positions_;
     bool paused_ = false;
     std::uint64_t fill_ = 0;
+    Customizer customizer_; // after machine_: its thread ends first
     std::unique_ptr<control::Server> server_;
     std::atomic<control::Server*> server_ptr_{nullptr}; // for stop() from any thread
 };
