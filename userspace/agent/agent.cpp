@@ -120,7 +120,18 @@ UniqueFd listen_vsock(unsigned port) {
 
 // Half-closes conn and reads it to its end (bounded), so that the close that follows
 // does not reset the connection before the host has read our last message.
+//
+// Not on a connection that is no longer connected: a clone's transport reset leaves
+// its copies of the parent's connections in that state, and a shutdown() there still
+// sends a SHUTDOWN (seen from Debian's 6.12 guest kernel), now with the clone's new
+// CID, which the host matches to the parent's connection on the same host port and
+// ends. A plain close() sends nothing.
 void linger(int conn) {
+    char probe = 0;
+    if (::recv(conn, &probe, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+        (errno == ENOTCONN || errno == ECONNRESET)) {
+        return;
+    }
     ::shutdown(conn, SHUT_WR);
     const auto deadline = Clock::now() + linger_timeout;
     std::array<char, 16384> sink{};

@@ -11,6 +11,7 @@ on any console. Output: kselftest TAP with a "# Totals" line (run-selftests.sh -
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -184,6 +185,28 @@ def _():
     assert re.search(r"^cz-2 .* FAILED ", table, re.M), table
     assert re.search(r"^cz-1 .* yes ", table, re.M), table
     vmfork("kill", "cz-1", "cz-2")
+
+
+@ktap.test("an exec session open at the fork is reset in the clone, and goes on in the parent")
+def _():
+    p = subprocess.Popen([VMFORK, "exec", "-i", "lx", "--", "sh", "-c",
+                          "echo ready; read x; echo got-$x"], env=ENV, text=True,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], TIMEOUT)
+        assert ready and p.stdout.readline() == "ready\n", "the session must start"
+        vmfork("fork", "lx", "-n", "1", "--name-prefix", "vs-", "--wait-ready")
+        # The clone has the session's processes at first; its transport reset ends the
+        # connection there, and the agent ends the command: nobody answers it twice.
+        wait_for("the clone to end the parent's session", lambda: exec_in(
+            "vs-1", "sh", "-c", "ps | grep -c '[r]ead x'").stdout.strip() == "0", evidence="vs-1")
+        out, err = p.communicate("hi\n", timeout=TIMEOUT)
+        assert p.returncode == 0 and out == "got-hi\n", (p.returncode, out, err)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    vmfork("kill", "vs-1")
 
 
 @ktap.test("every clone gets a new VM generation ID: its kernel reseeds its RNG")
