@@ -14,7 +14,8 @@ namespace vmfork::agent {
 // whose transport is not up yet (an agent not listening yet, a booting guest, a clone
 // resetting its transport) is retried every 100 ms until
 // deadline or until cancelled() says stop. Throws SystemError with the last errno
-// (ETIMEDOUT if no attempt ended before the deadline, ECANCELED if cancelled).
+// (ETIMEDOUT if no attempt ended before the deadline, ECANCELED if cancelled). A
+// connect the kernel times out (2 s) is retried too: a clone just restored may be slow.
 UniqueFd connect_vsock(std::uint32_t cid, std::uint32_t port,
                        std::chrono::steady_clock::time_point deadline,
                        const std::function<bool()>& cancelled = {});
