@@ -45,7 +45,7 @@ struct RunOptions {
 };
 
 // What every Linux guest's command line starts with: the console on the 16550A, reboot
-// through the i8042 (the VMM stops the VM), no module loading (the initramfs has none).
+// through the i8042 (the VMM stops the VM), no mouse port.
 inline constexpr const char* default_linux_cmdline =
     "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd";
 // /boot/vmlinuz-<running kernel's release>.
@@ -61,6 +61,8 @@ struct ForkOptions {
     std::string name_prefix;
     bool json = false;
     bool wait_ready = false; // until each clone's agent applied its identity
+    bool no_customize = false;
+    bool keep_generation = false; // tests only: the clones keep the VM generation ID
 };
 
 struct StatsOptions {

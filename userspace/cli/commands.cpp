@@ -91,6 +91,12 @@ bool wait_ready(const Globals& g, const control::RuntimeDir& dir, json& r) {
 int cmd_fork(const Globals& g, const ForkOptions& o) {
     const auto dir = runtime_dir();
     json args = {{"count", o.count}, {"template", o.make_template}};
+    if (o.no_customize) {
+        args["customize"] = false;
+    }
+    if (o.keep_generation) {
+        args["new_vm_generation"] = false;
+    }
     if (!o.name_prefix.empty()) {
         args["name_prefix"] = o.name_prefix;
     }

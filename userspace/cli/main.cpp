@@ -72,10 +72,23 @@ int run_cli(int argc, char** argv) {
                          "clone names: PREFIX1, PREFIX2, ... "
                          "(default: NAME-)");
     fork_cmd->add_flag("--json", fork.json, "print the result as JSON");
-    fork_cmd->add_flag("--wait-ready", fork.wait_ready,
-                       "Linux guests: return when every clone's agent has applied its identity "
-                       "(hostname, machine-id, clock, RNG reseed, /etc/vmfork/clone.d hooks), "
-                       "with the time each took; exit 1 if any failed");
+    auto* wait_ready =
+        fork_cmd->add_flag("--wait-ready", fork.wait_ready,
+                           "Linux guests: return when every clone's agent has applied its "
+                           "identity (hostname, machine-id, clock, RNG reseed, "
+                           "/etc/vmfork/clone.d hooks), with the time each took; exit 1 if any "
+                           "failed");
+    fork_cmd
+        ->add_flag("--no-customize", fork.no_customize,
+                   "Linux guests: the clones keep the parent's hostname, machine-id and clock "
+                   "and run no hooks (their kernel still reseeds its RNG on the new VM "
+                   "generation ID)")
+        ->excludes(wait_ready);
+    // Tests only, not in --help: shows what a clone without VMGenID would do.
+    fork_cmd
+        ->add_flag("--keep-generation", fork.keep_generation,
+                   "the clones keep the parent's VM generation ID (tests only)")
+        ->group("");
 
     bool ls_json = false;
     auto* ls_cmd = app.add_subcommand("ls", "list the VMs");

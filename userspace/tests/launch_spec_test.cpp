@@ -52,6 +52,32 @@ TEST(LaunchSpec, BuiltinCloneRoundTrip) {
     EXPECT_EQ(t.parent_positions[1].step, 4U);
     EXPECT_EQ(t.parent_positions[1].checksum, 5U);
     EXPECT_EQ(t.parent_positions[1].tsc, 6U);
+    EXPECT_TRUE(t.customize);
+    EXPECT_TRUE(t.new_vm_generation);
+}
+
+TEST(LaunchSpec, CloneOptionsRoundTripAndDefaultOn) {
+    LaunchSpec s;
+    s.mode = LaunchSpec::Mode::Clone;
+    s.name = "lx-1";
+    s.runtime_dir = "/tmp/x";
+    s.platform = Platform::Linux;
+    s.parent = "lx";
+    s.generation = 1;
+    s.customize = false;
+    s.new_vm_generation = false;
+    json j = s.to_json();
+    const LaunchSpec t = LaunchSpec::from_json(j);
+    EXPECT_FALSE(t.customize);
+    EXPECT_FALSE(t.new_vm_generation);
+    // A spec from an older vmfork, without the fields: both on.
+    j.erase("customize");
+    j.erase("new_vm_generation");
+    const LaunchSpec u = LaunchSpec::from_json(j);
+    EXPECT_TRUE(u.customize);
+    EXPECT_TRUE(u.new_vm_generation);
+    j["customize"] = "no";
+    EXPECT_EQ(thrown_errno<SystemError>([&] { (void)LaunchSpec::from_json(j); }), EINVAL);
 }
 
 TEST(LaunchSpec, MalformedSpecsAreEinval) {

@@ -6,7 +6,8 @@
 # of every kernel installed here (/lib/modules/RELEASE, decompressed, with the order
 # to load them in), and an /init that mounts the pseudo filesystems, loads the modules
 # of the running kernel, starts vmfork-agent, says it is up, keeps a ticker running on
-# the console (a process that must go on in every clone) and gives a shell on ttyS0.
+# the console (a process that must go on in every clone; its pid in
+# /run/vmfork-ticker.pid) and gives a shell on ttyS0.
 set -euo pipefail
 
 usage() {
@@ -74,6 +75,8 @@ echo "vmfork-guest: up, $(grep -c ^processor /proc/cpuinfo) cpus"
 		sleep 1
 	done
 ) &
+# Tests stop it where they need a quiet guest.
+mkdir -p /run && echo $! >/run/vmfork-ticker.pid
 exec setsid cttyhack sh
 INIT
 chmod +x "$root/init"

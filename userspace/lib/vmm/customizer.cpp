@@ -3,10 +3,11 @@
 
 #include <cerrno>
 #include <ctime>
-#include <sys/random.h>
+#include <span>
 
 #include "vmfork/agent/client.h"
 #include "vmfork/agent/vsock.h"
+#include "vmfork/random.h"
 #include "vmfork/system_error.h"
 
 namespace vmfork {
@@ -22,17 +23,7 @@ std::uint64_t ms_since(Clock::time_point t0) {
 
 std::string host_entropy() {
     std::string bytes(agent::min_entropy, '\0');
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-        const ssize_t n = ::getrandom(bytes.data() + done, bytes.size() - done, 0);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            throw SystemError::from_errno("getrandom for a clone's entropy");
-        }
-        done += static_cast<std::size_t>(n);
-    }
+    random_bytes(std::as_writable_bytes(std::span(bytes)), "a clone's entropy");
     return bytes;
 }
 

@@ -59,6 +59,8 @@ json LaunchSpec::to_json() const {
         positions.push_back({p.step, p.checksum, p.tsc});
     }
     j["parent_positions"] = std::move(positions);
+    j["customize"] = customize;
+    j["new_vm_generation"] = new_vm_generation;
     return j;
 }
 
@@ -97,6 +99,8 @@ LaunchSpec LaunchSpec::from_json(const json& j) {
     s.parent = field<std::string>(j, "parent");
     s.generation = field<std::uint64_t>(j, "generation");
     s.fill = field_or<std::uint64_t>(j, "fill", 0);
+    s.customize = field_or<bool>(j, "customize", true);
+    s.new_vm_generation = field_or<bool>(j, "new_vm_generation", true);
     for (const auto& p : field<json>(j, "parent_positions")) {
         if (!p.is_array() || p.size() != 3 || !p[0].is_number_unsigned() ||
             !p[1].is_number_unsigned() || !p[2].is_number_unsigned()) {

@@ -7,10 +7,10 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sys/ioctl.h>
-#include <sys/random.h>
 
 #include "guest_abi.h"
 #include "vmfork/device.h"
+#include "vmfork/random.h"
 #include "vmfork/system_error.h"
 #include "vmfork/vmm/boot_loader.h"
 #include "vmfork/vmm/devices/acpi_pm.h"
@@ -90,7 +90,8 @@ Machine::Machine(Key /*key*/, const Kvm& kvm, GuestMemory memory, unsigned cpus,
     : kvm_(kvm), memory_(std::make_unique<GuestMemory>(std::move(memory))),
       serial_(std::make_unique<SerialPort>(open_serial(config.serial_path))),
       report_(std::make_unique<ReportPort>(*memory_, config.report_history, config.on_report)),
-      platform_(config.platform), vm_(kvm.create_vm()), on_power_off_(config.on_power_off) {
+      platform_(config.platform), vm_(kvm.create_vm()), new_generations_(config.new_vm_generations),
+      on_power_off_(config.on_power_off) {
     if (cpus == 0 || cpus > VmState::max_vcpus) {
         throw SystemError(EINVAL, "a VM needs 1.." + std::to_string(VmState::max_vcpus) +
                                       " vCPUs, not " + std::to_string(cpus));
@@ -401,7 +402,9 @@ void Machine::reset_to(const VmState& state, const CloneIdentity& identity) {
 void Machine::set_identity(const CloneIdentity& identity) {
     identity_ = identity;
     if (platform_ == Platform::Linux) {
-        new_vm_generation(identity.generation != 0);
+        if (identity.generation == 0 || new_generations_) {
+            new_vm_generation(identity.generation != 0);
+        }
         return;
     }
     // id first, generation last: the guest takes a new generation as the signal.
@@ -415,18 +418,8 @@ void Machine::new_vm_generation(bool notify) {
     // A fresh random 128-bit VM generation ID for every boot, clone and reset: the
     // guest's vmgenid driver mixes it into the RNG and reseeds it ("crng reseeded due
     // to virtual machine fork"), so no two clones go on with the same random numbers.
-    std::array<std::uint8_t, platform::vmgenid_size> id{};
-    std::size_t done = 0;
-    while (done < id.size()) {
-        const ssize_t n = ::getrandom(id.data() + done, id.size() - done, 0);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            throw SystemError::from_errno("getrandom for the VM generation ID");
-        }
-        done += static_cast<std::size_t>(n);
-    }
+    std::array<std::byte, platform::vmgenid_size> id{};
+    random_bytes(id, "the VM generation ID");
     std::memcpy(memory_->at(platform::vmgenid_addr, id.size()), id.data(), id.size());
     if (notify) {
         // An edge on the Generic Event Device's GSI: its _EVT notifies VGEN (0x80).

@@ -101,6 +101,8 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
     }
     parent_ = spec.parent;
     fill_ = spec.fill;
+    customize_ = spec.customize;
+    config.new_vm_generations = spec.new_vm_generation;
     identity_ = {spec.generation, memory->id()};
     if (platform_ == Platform::Builtin) {
         std::vector<std::uint64_t> tsc;
@@ -121,7 +123,7 @@ VmmService::~VmmService() = default;
 
 void VmmService::customize() {
     const std::uint64_t cid = machine_->vsock_cid();
-    if (platform_ != Platform::Linux || cid == 0) {
+    if (platform_ != Platform::Linux || cid == 0 || !customize_) {
         return;
     }
     agent::Identity id;
@@ -221,7 +223,7 @@ json VmmService::describe() const {
         {"uptime_ms", us_since(started_ns_) / 1000},
         {"guest", platform_ == Platform::Linux ? "linux" : "builtin"},
         {"vsock_cid", machine_->vsock_cid()},
-        {"customize", customizer_.status()},
+        {"customize", customize_ ? customizer_.status() : json{{"state", "off"}}},
         {"reports", reports},
         {"vcpu_errors", machine_->errors()},
         {"memory",
@@ -265,9 +267,11 @@ std::string VmmService::clone_name(const std::string& prefix,
 }
 
 Outcome VmmService::fork(const Request& req) {
-    req.check_only({"count", "template", "name_prefix"});
+    req.check_only({"count", "template", "name_prefix", "customize", "new_vm_generation"});
     const auto count = req.u64("count", 1, 1, max_clones_per_request);
     const bool make_template = req.boolean("template", false);
+    const bool customize = req.boolean("customize", true);
+    const bool new_vm_generation = req.boolean("new_vm_generation", true);
     const std::string prefix = req.name("name_prefix", name_ + "-");
     // Held until the clones are started; not while they come up, so that info (ls,
     // stats) and other requests are answered meanwhile.
@@ -342,6 +346,8 @@ Outcome VmmService::fork(const Request& req) {
         spec.generation = identity_.generation + 1;
         spec.fill = fill_;
         spec.parent_positions = positions;
+        spec.customize = customize;
+        spec.new_vm_generation = new_vm_generation;
         pending.push_back(
             launch_vmm(exe, spec, &children[i], state_fd.get(), dir_.path() + "/" + name + ".log"));
         spawned.push_back(now);

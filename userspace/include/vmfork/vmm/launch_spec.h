@@ -48,6 +48,8 @@ struct LaunchSpec {
     std::uint64_t generation = 0;
     std::uint64_t fill = 0;                      // the built-in guest's, for ls
     std::vector<GuestPosition> parent_positions; // the built-in guest's, per vCPU
+    bool customize = true;                       // the agent applies the clone's identity (Linux)
+    bool new_vm_generation = true; // false for tests only: MachineConfig::new_vm_generations
 
     [[nodiscard]] nlohmann::json to_json() const;
     // Throws SystemError(EINVAL) naming the missing or malformed field.

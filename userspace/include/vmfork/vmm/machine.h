@@ -44,6 +44,10 @@ struct MachineConfig {
     // The Linux platform: a virtio-vsock device (virtio-mmio slot 0, vhost-vsock) when
     // the host has /dev/vhost-vsock. The same for a VM and its clones.
     bool vsock = true;
+    // The Linux platform: every clone and reset gets a new VM generation ID, which
+    // makes its kernel reseed its RNG. Tests only (`vmfork fork --keep-generation`)
+    // set false: the clone keeps the one in the state, as a VMM without VMGenID would.
+    bool new_vm_generations = true;
 };
 
 // One VM in this process: guest memory (a vmfork object, or plain memory for the
@@ -167,6 +171,7 @@ private:
     Uart16550* uart_ = nullptr;   // the Linux platform's COM1
     VhostVsock* vsock_ = nullptr; // in mmio_devices_, if the VM has vsock
     CloneIdentity identity_{};    // the Linux platform's (no identity page yet)
+    bool new_generations_ = true; // MachineConfig::new_vm_generations
     std::function<void()> on_power_off_;
     std::atomic<bool> powered_off_{false};
     std::vector<std::unique_ptr<Vcpu>> vcpus_;

@@ -70,6 +70,7 @@ private:
     control::RuntimeDir dir_;
     std::string name_;
     std::string parent_;
+    bool customize_ = true; // LaunchSpec::customize
     std::uint64_t spawned_ns_ = 0;
     std::uint64_t started_ns_ = 0;
     Platform platform_;
