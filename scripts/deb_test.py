@@ -20,6 +20,7 @@ import grp
 import os
 import pwd
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def node(path):
 
 def debs():
     found = {}
-    for name in ("vmfork-dkms", "vmfork"):
+    for name in ("vmfork-dkms", "vmfork", "vmfork-agent"):
         paths = glob.glob(os.path.join(DEB_DIR, f"{name}_{VERSION}_*.deb"))
         assert len(paths) == 1, f"{name}_{VERSION}_*.deb in {DEB_DIR}: {paths} (run make deb)"
         found[name] = paths[0]
@@ -212,6 +213,50 @@ if MODE == "full":
         want = f"add yourself to group kvm (sudo adduser {OUTSIDER} kvm) and log in again"
         assert want in p.stderr, f"no '{want}' in: {p.stderr.strip()}"
         assert not run("pgrep", "-u", OUTSIDER, check=False).stdout.strip()
+
+
+@ktap.test("vmfork-agent (for guests): static, its unit and man page; it answers the host only")
+def _():
+    run("dpkg", "-i", debs()["vmfork-agent"], env=QUIET)
+    agent = "/usr/bin/vmfork-agent"
+    for f in (agent, "/lib/systemd/system/vmfork-agent.service",
+              "/usr/share/man/man1/vmfork-agent.1.gz"):
+        assert os.path.exists(f), f"{f} missing"
+    assert run(agent, "--version").stdout.startswith(f"vmfork-agent {VERSION} ")
+    # Static: it runs in any guest, whatever its libc.
+    with open(agent, "rb") as f:
+        assert b"/lib64/ld-linux" not in f.read(), f"{agent} has an ELF interpreter"
+    unit = open("/lib/systemd/system/vmfork-agent.service").read()
+    assert f"ExecStart={agent} " in unit and "ConditionVirtualization=vm" in unit, unit
+    # A connection that is not from the host (CID 2) is closed without an answer: here
+    # one over vsock loopback, as a local user in a guest could make.
+    run("modprobe", "vsock_loopback")
+    port = 5252
+    proc = subprocess.Popen([agent, "--vsock-port", str(port)], stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        got = None
+        for _ in range(50):
+            s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+            s.settimeout(10)
+            try:
+                s.connect((1, port))  # VMADDR_CID_LOCAL
+                got = s.recv(64)
+                break
+            except ConnectionResetError:
+                got = b""
+                break
+            except OSError:  # not listening yet
+                time.sleep(0.1)
+            finally:
+                s.close()
+        assert got == b"", f"a loopback connection got {got!r}: only the host may connect"
+    finally:
+        proc.terminate()
+        err = proc.communicate(timeout=10)[1]
+    assert "refused a connection from CID 1" in err, err
+    run("dpkg", "--purge", "vmfork-agent", env=QUIET)
+    assert not os.path.exists(agent), f"{agent} left after dpkg --purge"
 
 
 @ktap.test("dpkg -r, then --purge: the module (after modprobe -r), its DKMS tree and every file go")

@@ -50,7 +50,8 @@ void usage(FILE* out) {
                  "identity (hostname, machine-id, clock, RNG, /etc/vmfork/clone.d hooks).\n"
                  "\n"
                  "Options:\n"
-                 "  --vsock-port N     listen on vsock port N of any CID (default %u)\n"
+                 "  --vsock-port N     listen on vsock port N of any CID for the host (CID 2)\n"
+                 "                     only (default %u)\n"
                  "  --unix PATH        listen on a unix stream socket instead (tests)\n"
                  "  --root DIR         prefix of /etc/machine-id and /etc/vmfork/clone.d "
                  "(default /)\n"
@@ -250,12 +251,22 @@ void reap_children() {
         if (::poll(&pfd, 1, 1000) <= 0) {
             continue; // timeout or EINTR (SIGCHLD): reap and wait again
         }
-        UniqueFd conn(::accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        sockaddr_vm peer{};
+        socklen_t peer_len = sizeof(peer);
+        UniqueFd conn(::accept4(server.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len,
+                                SOCK_CLOEXEC));
         if (!conn) {
             if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
                 log("accept: " + std::string(std::strerror(errno)));
                 ::usleep(100'000); // EMFILE and the like: do not spin
             }
+            continue;
+        }
+        // Only the host: with vsock loopback (or a connection to the guest's own CID)
+        // a local user could otherwise run commands as root here. Closing says no.
+        if (listen.unix_path.empty() && peer.svm_cid != VMADDR_CID_HOST) {
+            log("refused a connection from CID " + std::to_string(peer.svm_cid) +
+                ": only the host (CID 2) may connect");
             continue;
         }
         const pid_t pid = ::fork();
