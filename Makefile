@@ -35,7 +35,7 @@ SHELL_SRCS = $(shell find scripts userspace -name '*.sh' | sort) .ci/run userspa
 USERSPACE_LIB_SRCS = $(shell find userspace/lib userspace/cli userspace/trace userspace/agent -name '*.cpp' | sort)
 
 .PHONY: all modules modules-debug module userspace selftests bpf kselftest-headers check check-quick \
-	demo fuzz stress bench install deb clean help lint FORCE
+	demo fuzz stress bench bench-linux install deb clean help lint FORCE
 
 all: modules userspace selftests bpf
 
@@ -57,7 +57,10 @@ help:
 	@echo '  stress         in a test VM per kernel (6.1, 6.12, debug): stress_test for 10 minutes'
 	@echo '                 (STRESS_SECS, default 600)'
 	@echo '  bench          in the test VM (8G, <30 min): vmfork vs process fork, snapshot-restore,'
-	@echo '                 full copy; table on stdout, CSV/JSON/PNG in bench-results/ (BENCH_ARGS)'
+	@echo '                 full copy; table on stdout, CSV/JSON/PNG in bench-results/ (BENCH_ARGS);'
+	@echo '                 then bench-linux'
+	@echo '  bench-linux    in the test VM: Linux clones through the CLI, fork to `vmfork exec true`'
+	@echo '                 live and from a template against a fresh boot, memory of idle clones'
 	@echo '  install        module into /lib/modules/$$(uname -r)/extra, udev rule, modules-load.d entry,'
 	@echo '                 userspace (cmake --install) under PREFIX (default /usr/local)'
 	@echo '  lint           checkpatch --strict on kmod/ and the uAPI, shellcheck, clang-format, clang-tidy,'
@@ -217,6 +220,16 @@ bench:
 	$(MAKE) all
 	scripts/vm-run.sh --kernel 6.1 --mem 8G --timeout 1700 --share $(BENCH_OUT) -- \
 		build/bin/vmfork bench --pool --out $(abspath $(BENCH_OUT)) $(BENCH_ARGS)
+	$(MAKE) bench-linux
+
+# Linux clones on the product path (the CLI): fork to a clone that answers `vmfork exec
+# true`, live and from a template, against a fresh boot; memory of idle clones.
+# Multi-threaded TCG for the nested Linux guests (docs/testing.md).
+bench-linux:
+	scripts/deps.sh
+	$(MAKE) all
+	VMFORK_TCG_THREAD=multi scripts/vm-run.sh --kernel 6.1 --timeout 900 --share $(BENCH_OUT) -- \
+		python3 userspace/bench/linux_bench.py --out $(abspath $(BENCH_OUT)) $(BENCH_LINUX_ARGS)
 
 # --- install, packaging, lint, clean --------------------------------------------------
 

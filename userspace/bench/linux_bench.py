@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Linux clones on the product path: how soon a clone answers `vmfork exec true`.
+
+Runs the vmfork CLI as a user does (needs /dev/kvm, /dev/vmfork and vhost-vsock: run
+it in the test VM, `make bench-linux`) on the default Linux guest (the host's kernel
+and the build's initramfs, with vmfork-agent):
+
+  fresh boot   `vmfork run --linux`, until its agent answers `exec true` (the baseline)
+  live fork    `vmfork fork` of the running guest, until the clone answers
+  template     `vmfork fork` of a frozen template, until the clone answers
+
+and, for each fork, when the clone's customization (hostname, machine-id, clock,
+reseed, hooks) was done. Then the memory of the template and --clones idle clones:
+what the module holds (each page once) against what as many independent guests would
+hold (each VM's resident pages). Times are medians and p90 of --repeat runs, with the
+ratio to the fresh boot from the same run; nothing is asserted. Progress on stderr,
+the table on stdout, everything in --out/linux.json.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+VMFORK = os.environ.get("VMFORK_BIN", os.path.join(HERE, "..", "..", "build", "bin", "vmfork"))
+RUNTIME = tempfile.mkdtemp(prefix="vmfork-linux-bench.")
+ENV = dict(os.environ, VMFORK_RUNTIME_DIR=RUNTIME)
+TIMEOUT = 180
+RESEED = "crng reseeded due to virtual machine fork"
+
+
+def log(text):
+    print(f"linux-bench: {text}", file=sys.stderr, flush=True)
+
+
+def vmfork(*args, check=True, timeout=TIMEOUT):
+    p = subprocess.run([VMFORK, *args], env=ENV, capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        raise SystemExit(f"linux-bench: vmfork {' '.join(args)} exited {p.returncode}: "
+                         f"{p.stderr.strip()}")
+    return p
+
+
+def wait_exec(name, t0, timeout=TIMEOUT):
+    """Seconds from t0 until `vmfork exec NAME -- true` succeeds."""
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        if vmfork("exec", "--timeout", "10", name, "--", "true", check=False).returncode == 0:
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    raise SystemExit(f"linux-bench: {name} did not answer `exec true` within {timeout} s")
+
+
+def customized_ms(name, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = {v["name"]: v for v in json.loads(vmfork("ls", "--json").stdout)}[name]
+        st = info.get("customize", {})
+        if st.get("state") == "done":
+            return st["ms"]
+        if st.get("state") not in ("pending", None):
+            raise SystemExit(f"linux-bench: {name} not customized: {st}")
+        time.sleep(0.05)
+    raise SystemExit(f"linux-bench: {name} still not customized after {timeout} s")
+
+
+def summary(xs):
+    xs = sorted(xs)
+    return {"n": len(xs), "median": statistics.median(xs), "p90": xs[int(0.9 * (len(xs) - 1))],
+            "min": xs[0], "max": xs[-1], "samples": xs}
+
+
+def fork_series(source, prefix, repeat):
+    answer, customize = [], []
+    for i in range(repeat):
+        t0 = time.monotonic()
+        out = json.loads(vmfork("fork", source, "--name-prefix", prefix, "--json").stdout)
+        name = out["clones"][0]["name"]
+        answer.append(wait_exec(name, t0) * 1000)
+        customize.append(customized_ms(name))
+        vmfork("kill", name)
+        log(f"{prefix}{i + 1}: answered after {answer[-1]:.0f} ms, customized after "
+            f"{customize[-1]} ms")
+    return summary(answer), summary(customize)
+
+
+def find(tree, key):
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree[key]
+        tree = list(tree.values())
+    if isinstance(tree, list):
+        for v in tree:
+            got = find(v, key)
+            if got is not None:
+                return got
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=10, help="forks per strategy (10)")
+    ap.add_argument("--boots", type=int, default=3, help="fresh boots (3)")
+    ap.add_argument("--clones", type=int, default=8, help="idle clones for memory (8)")
+    ap.add_argument("--mem", default="160M", help="guest RAM (160M)")
+    ap.add_argument("--out", help="directory for linux.json")
+    a = ap.parse_args()
+    if a.repeat < 1 or a.boots < 1 or a.clones < 1:
+        ap.error("--repeat, --boots and --clones must be at least 1")
+    results = {"mem": a.mem, "kernel": os.uname().release}
+    try:
+        boots = []
+        for i in range(a.boots):
+            name = f"boot{i + 1}"
+            t0 = time.monotonic()
+            vmfork("run", "--linux", "--name", name, "--mem", a.mem)
+            boots.append(wait_exec(name, t0) * 1000)
+            log(f"{name}: answered after {boots[-1]:.0f} ms")
+            if i + 1 < a.boots:
+                vmfork("kill", name)
+        results["fresh_boot"] = summary(boots)
+        parent = f"boot{a.boots}"
+        customized_ms(parent)
+        results["live"], results["live_customize"] = fork_series(parent, "live-", a.repeat)
+        vmfork("fork", parent, "--template", "--name-prefix", "t0-")
+        vmfork("kill", "t0-1")
+        results["template"], results["template_customize"] = fork_series(parent, "tpl-",
+                                                                         a.repeat)
+        vmfork("fork", parent, "-n", str(a.clones), "--name-prefix", "idle-", "--wait-ready")
+        time.sleep(5)  # idle: what they hold settles
+        stats = json.loads(vmfork("stats", "--json").stdout)
+        held, separate = find(stats, "module_bytes"), find(stats, "resident_bytes")
+        results["memory"] = {"vms": a.clones + 1, "module_bytes": held,
+                             "resident_bytes": separate}
+        dmesg = vmfork("exec", "idle-1", "--", "dmesg", check=False).stdout
+        results["reseed_line"] = next((ln for ln in dmesg.splitlines() if RESEED in ln), None)
+    finally:
+        subprocess.run([VMFORK, "kill", "--all"], env=ENV, capture_output=True, timeout=TIMEOUT)
+    boot = results["fresh_boot"]["median"]
+    print(f"Linux guest ({results['kernel']}, {a.mem}): from the request to a guest whose "
+          f"agent answers `vmfork exec true`")
+    print(f"{'strategy':<14}{'median ms':>11}{'p90 ms':>9}{'n':>4}{'vs fresh boot':>15}")
+    for key, label in (("fresh_boot", "fresh boot"), ("live", "live fork"),
+                       ("template", "template")):
+        s = results[key]
+        print(f"{label:<14}{s['median']:>11.0f}{s['p90']:>9.0f}{s['n']:>4}"
+              f"{boot / s['median']:>14.1f}x")
+    for key, label in (("live_customize", "live fork"), ("template_customize", "template")):
+        s = results[key]
+        print(f"customization after a {label}: median {s['median']:.0f} ms, p90 {s['p90']:.0f} ms")
+    m = results["memory"]
+    if m["module_bytes"]:
+        print(f"memory of the template and {a.clones} idle clones: {m['module_bytes'] >> 20} MiB "
+              f"held, {m['resident_bytes'] >> 20} MiB as separate guests "
+              f"({m['resident_bytes'] / m['module_bytes']:.1f}x less)")
+    print(f"a clone's kernel log: {results['reseed_line']}")
+    if a.out:
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "linux.json"), "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
