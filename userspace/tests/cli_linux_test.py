@@ -73,7 +73,11 @@ def wait_for(what, pred, timeout=TIMEOUT, evidence=None):
         time.sleep(0.3)
     extra = ""
     if evidence:
-        extra = "\nconsole tail of " + evidence + ":\n" + "\n".join(
+        v = ls().get(evidence)
+        if v is not None:  # a VM in state "error" says why in vcpu_errors
+            extra = (f"\n{evidence}: state {v['state']}, vcpu_errors {v.get('vcpu_errors')}, "
+                     f"customize {v.get('customize')}")
+        extra += "\nconsole tail of " + evidence + ":\n" + "\n".join(
             console(evidence).splitlines()[-15:])
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
 
