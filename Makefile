@@ -32,7 +32,7 @@ PREFIX ?= /usr/local
 
 USERSPACE_SRCS = $(shell find userspace -name '*.cpp' -o -name '*.h' | sort)
 SHELL_SRCS = $(shell find scripts userspace -name '*.sh' | sort) .ci/run userspace/cli/vmfork.bash-completion
-USERSPACE_LIB_SRCS = $(shell find userspace/lib userspace/cli userspace/trace userspace/agent -name '*.cpp' | sort)
+USERSPACE_LIB_SRCS = $(shell find userspace/lib userspace/cli userspace/bench userspace/trace userspace/agent -name '*.cpp' | sort)
 
 .PHONY: all modules modules-debug module userspace selftests bpf kselftest-headers check check-quick \
 	demo fuzz stress bench bench-linux install deb clean help lint FORCE
