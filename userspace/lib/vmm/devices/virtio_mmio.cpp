@@ -210,6 +210,14 @@ void VirtioMmio::interrupt_locked(std::uint32_t bits) {
     set_line();
 }
 
+void VirtioMmio::needs_reset_locked(const std::string& why) {
+    if ((status_ & status_needs_reset) == 0) {
+        status_ |= status_needs_reset;
+        error_ = why;
+        interrupt_locked(int_config);
+    }
+}
+
 bool VirtioMmio::driver_ok() const {
     const std::lock_guard lock(mu_);
     return (status_ & status_driver_ok) != 0 && (status_ & status_failed) == 0;

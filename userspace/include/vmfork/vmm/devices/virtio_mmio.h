@@ -39,6 +39,7 @@ public:
     static constexpr std::uint32_t magic = 0x74726976;  // "virt"
     static constexpr std::uint32_t vendor = 0x4b464d56; // "VMFK"
     static constexpr std::uint8_t status_driver_ok = 4;
+    static constexpr std::uint8_t status_needs_reset = 0x40;
     static constexpr std::uint8_t status_failed = 0x80;
     static constexpr std::uint32_t int_vring = 1;
     static constexpr std::uint32_t int_config = 2;
@@ -79,6 +80,9 @@ protected:
 
     // interrupt() for a caller that holds mu_.
     void interrupt_locked(std::uint32_t bits);
+    // The driver broke the device's rules (a bad descriptor chain, say): DEVICE_NEEDS_RESET
+    // and a configuration interrupt, as virtio 1.1, 2.1.2 says (mu_ held).
+    void needs_reset_locked(const std::string& why);
 
     mutable std::mutex mu_;
 

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: GPL-2.0
+#include "vmfork/vmm/disk.h"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmfork/system_error.h"
+
+namespace vmfork {
+
+RawDisk::RawDisk(const std::string& path, bool read_only) : path_(path), read_only_(read_only) {
+    fd_ = UniqueFd(::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+    if (!fd_) {
+        const int err = errno;
+        if (!read_only && (err == EACCES || err == EROFS)) {
+            throw SystemError(err, "disk " + path +
+                                       " cannot be opened for writing (add ,ro to "
+                                       "give it to the guest read-only)");
+        }
+        throw SystemError(err, "disk " + path);
+    }
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) {
+        throw SystemError::from_errno("fstat of disk " + path);
+    }
+    if (S_ISBLK(st.st_mode)) {
+        if (::ioctl(fd_.get(), BLKGETSIZE64, &size_) != 0) {
+            throw SystemError::from_errno("BLKGETSIZE64 of disk " + path);
+        }
+    } else if (S_ISREG(st.st_mode)) {
+        size_ = static_cast<std::uint64_t>(st.st_size);
+    } else {
+        throw SystemError(EINVAL, "disk " + path + " is neither a file nor a block device");
+    }
+    if (size_ == 0 || size_ % sector != 0) {
+        throw SystemError(EINVAL, "disk " + path + " has " + std::to_string(size_) +
+                                      " bytes: a raw image is a non-zero multiple of 512");
+    }
+}
+
+void RawDisk::read(std::uint64_t offset, std::span<std::byte> out) {
+    std::size_t done = 0;
+    while (done < out.size()) {
+        const ssize_t n = ::pread(fd_.get(), out.data() + done, out.size() - done,
+                                  static_cast<off_t>(offset + done));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            throw SystemError::from_errno("read of disk " + path_);
+        }
+        if (n == 0) {
+            throw SystemError(EIO, "disk " + path_ + " shrank under the VM");
+        }
+        done += static_cast<std::size_t>(n);
+    }
+}
+
+void RawDisk::write(std::uint64_t offset, std::span<const std::byte> in) {
+    if (read_only_) {
+        throw SystemError(EROFS, "disk " + path_ + " is read-only");
+    }
+    std::size_t done = 0;
+    while (done < in.size()) {
+        const ssize_t n = ::pwrite(fd_.get(), in.data() + done, in.size() - done,
+                                   static_cast<off_t>(offset + done));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            throw SystemError(n < 0 ? errno : EIO, "write of disk " + path_);
+        }
+        done += static_cast<std::size_t>(n);
+    }
+}
+
+void RawDisk::flush() {
+    if (!read_only_ && ::fdatasync(fd_.get()) != 0) {
+        throw SystemError::from_errno("fdatasync of disk " + path_);
+    }
+}
+
+} // namespace vmfork
