@@ -42,6 +42,7 @@ struct RunOptions {
     std::string initrd; // default: the build's initramfs (default_initramfs())
     std::string append; // added to default_linux_cmdline
     bool no_initrd = false;
+    std::vector<std::string> disks; // PATH[,ro], the guest's vda, vdb, ...
 };
 
 // What every Linux guest's command line starts with: the console on the 16550A, reboot

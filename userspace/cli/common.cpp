@@ -3,9 +3,11 @@
 #include <array>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fmt/format.h>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -123,6 +125,27 @@ std::uint64_t parse_mem_option(const std::string& text) {
     }
 }
 
+// --disk PATH[,ro]: the path made absolute (the VMM and its clones open it).
+DiskSpec parse_disk_option(const std::string& text) {
+    DiskSpec d;
+    std::string path = text;
+    if (path.ends_with(",ro")) {
+        d.read_only = true;
+        path.resize(path.size() - 3);
+    } else if (path.ends_with(",rw")) {
+        path.resize(path.size() - 3);
+    }
+    if (path.empty()) {
+        throw CliError("--disk " + text + ": no path (--disk PATH[,ro])");
+    }
+    std::unique_ptr<char, decltype(&std::free)> real(::realpath(path.c_str(), nullptr), &std::free);
+    if (!real) {
+        throw CliError("--disk " + path + ": " + std::strerror(errno));
+    }
+    d.path = real.get();
+    return d;
+}
+
 LaunchSpec boot_spec(const control::RuntimeDir& dir, const RunOptions& o) {
     check_devices();
     dir.ensure();
@@ -165,6 +188,11 @@ LaunchSpec boot_spec(const control::RuntimeDir& dir, const RunOptions& o) {
         if (!o.append.empty()) {
             spec.linux_guest.cmdline += " " + o.append;
         }
+        for (const auto& d : o.disks) {
+            spec.disks.push_back(parse_disk_option(d));
+        }
+        const char* disk_dir = std::getenv("VMFORK_DISK_DIR");
+        spec.disk_dir = disk_dir != nullptr && *disk_dir != '\0' ? disk_dir : "/var/tmp";
     } else {
         spec.builtin = {o.fill, o.report_every, o.pace_ms * 1000ULL};
     }

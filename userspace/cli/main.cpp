@@ -57,6 +57,12 @@ int run_cli(int argc, char** argv) {
         "a Linux bzImage, or an ELF vmlinux with a PVH entry, to boot (implies --linux)");
     run_cmd->add_option("--initrd", run.initrd, "the initramfs (default: the build's)");
     run_cmd->add_flag("--no-initrd", run.no_initrd, "boot Linux without an initramfs");
+    run_cmd->add_option(
+        "--disk", run.disks,
+        "PATH[,ro]: a raw disk image (or block device) as the guest's vda, vdb, ... (Linux, "
+        "repeat for more); clones get a copy-on-write view of it as it was at the fork, in "
+        "$VMFORK_DISK_DIR (default /var/tmp); once a VM is forked, its own later writes are "
+        "kept in such a view too, not in the image");
     run_cmd->add_option("--append", run.append,
                         fmt::format("kernel command line added to \"{}\"", default_linux_cmdline));
 
@@ -188,7 +194,7 @@ int run_cli(int argc, char** argv) {
     try {
         if (*run_cmd) {
             if (!run.kernel.empty() || !run.initrd.empty() || !run.append.empty() ||
-                run.no_initrd) {
+                run.no_initrd || !run.disks.empty()) {
                 run.linux_guest = true;
             }
             if (run.linux_guest) {

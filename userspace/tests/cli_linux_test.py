@@ -23,7 +23,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 import ktap  # noqa: E402
 VMFORK = os.environ.get("VMFORK_BIN", os.path.join(HERE, "..", "..", "build", "bin", "vmfork"))
 RUNTIME = tempfile.mkdtemp(prefix="vmfork-cli-linux-test.")
-ENV = dict(os.environ, VMFORK_RUNTIME_DIR=RUNTIME)
+DISK_DIR = tempfile.mkdtemp(prefix="vmfork-cli-linux-test-disks.")
+ENV = dict(os.environ, VMFORK_RUNTIME_DIR=RUNTIME, VMFORK_DISK_DIR=DISK_DIR)
+DISK = os.path.join(RUNTIME, "disk.img")  # lx's vda: 8 MiB, "BASE..." in sector 0
 TIMEOUT = 120  # a nested Linux boot takes 13-20 s under TCG; every wait is bounded
 BAD = re.compile(r"BUG:|WARNING:|Oops|soft lockup|rcu.*stall|Kernel panic|hung_task|"
                  r"Call Trace|timekeeping watchdog|TSC unstable due to clocksource watchdog")
@@ -98,7 +100,10 @@ def clean(name):
 
 @ktap.test("run --linux boots the host's kernel to a shell that answers console -i")
 def _():
-    out = vmfork("run", *boot_args(), "--name", "lx", "--mem", "160M").stdout
+    with open(DISK, "wb") as f:
+        f.write(b"BASE" * 128)
+        f.truncate(8 << 20)
+    out = vmfork("run", *boot_args(), "--name", "lx", "--mem", "160M", "--disk", DISK).stdout
     assert "lx: running" in out and "vmfork console -i lx" in out, out
     v = ls()["lx"]
     assert v["guest"] == "linux" and v["state"] == "running", v
@@ -150,6 +155,70 @@ def _():
         assert p.returncode == 0 and len(p.stdout.strip()) == 36, (name, p)
     p = vmfork("exec", "no-such-vm", "--", "true", check=False)
     assert p.returncode == 1 and "no-such-vm" in p.stderr, p
+
+
+def disk_write(name, sector, text):
+    """Writes text (padded to a sector) at sector of the guest's vda, synchronously."""
+    p = exec_in(name, "sh", "-c", f"printf '%-512s' {text} | "
+                f"dd of=/dev/vda bs=512 seek={sector} conv=notrunc,fsync 2>&1")
+    assert p.returncode == 0, (name, p)
+
+
+def disk_read(name, sector):
+    """What sector of the guest's vda holds, from the device (caches dropped), without
+    its padding: "" for zeros."""
+    p = exec_in(name, "sh", "-c", "sync; echo 3 >/proc/sys/vm/drop_caches; "
+                f"dd if=/dev/vda bs=512 skip={sector} count=1 2>/dev/null | tr -d ' \\000'")
+    assert p.returncode == 0, (name, p)
+    return p.stdout[:32]
+
+
+def layer_holders():
+    """Pids of the processes holding a disk layer (an unlinked vmfork-disk-layer file)."""
+    pids = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if "vmfork-disk-layer" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                    pids.add(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+@ktap.test("disks: each clone gets a copy-on-write view of the fork instant; 3 generations; reset")
+def _():
+    assert disk_read("lx", 0).startswith("BASEBASE"), disk_read("lx", 0)
+    assert ls()["lx"]["disks"][0]["path"] == os.path.realpath(DISK)
+    disk_write("lx", 8, "P1")
+    vmfork("fork", "lx", "-n", "2", "--name-prefix", "dk-")
+    disk_write("dk-1", 16, "C1")
+    disk_write("lx", 8, "P2")  # after the fork: the parent's own
+    assert (disk_read("dk-1", 8), disk_read("dk-2", 8)) == ("P1", "P1")
+    assert (disk_read("dk-2", 16), disk_read("lx", 16)) == ("", ""), "a clone's write leaked"
+    assert disk_read("lx", 8) == "P2"
+    # The image keeps what the parent wrote before its first fork, nothing after.
+    with open(DISK, "rb") as f:
+        f.seek(8 * 512)
+        assert f.read(2) == b"P1"
+        f.seek(16 * 512)
+        assert f.read(2) == b"\0\0"
+    # Generation 2 sees its parent's disk at its fork; its writes stay its own.
+    vmfork("fork", "dk-1", "--name-prefix", "dk-1-")
+    assert (disk_read("dk-1-1", 8), disk_read("dk-1-1", 16)) == ("P1", "C1")
+    disk_write("dk-1-1", 24, "G1")
+    assert disk_read("dk-1", 24) == ""
+    d = ls()["dk-1-1"]["disks"][0]
+    assert d["layers"] == 1 and d["private_blocks"] >= 1 and d["shared_blocks"] >= 1, d
+    assert d["failed_requests"] == 0, d
+    # A reset takes dk-1's disk back to its fork point; its clone keeps what it saw.
+    vmfork("reset", "dk-1")
+    assert disk_read("dk-1", 16) == ""
+    assert disk_read("dk-1-1", 16) == "C1"
+    # Their layers go with them: only lx holds one now (its own, since its fork).
+    vmfork("kill", "dk-1", "dk-2", "dk-1-1")
+    assert layer_holders() == {ls()["lx"]["pid"]}, layer_holders()
+    assert os.listdir(DISK_DIR) == [], os.listdir(DISK_DIR)
 
 
 HOOKS = r"""mkdir -p /etc/vmfork/clone.d

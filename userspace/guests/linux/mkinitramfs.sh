@@ -28,8 +28,9 @@ for prog in "$@"; do
 	strip -o "$root/bin/$(basename "$prog")" "$prog"
 done
 
-# The modules vsock needs, in load order (dependencies first), per kernel release.
-mods=(virtio_ring virtio virtio_mmio vsock vmw_vsock_virtio_transport_common
+# The modules virtio-blk and vsock need, in load order (dependencies first), per kernel
+# release.
+mods=(virtio_ring virtio virtio_mmio virtio_blk vsock vmw_vsock_virtio_transport_common
 	vmw_vsock_virtio_transport)
 for dir in /lib/modules/*/; do
 	rel=$(basename "$dir")
@@ -57,7 +58,8 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
-# vsock for vmfork-agent (vmfork exec): the modules of this kernel, if built here.
+# virtio-blk, and vsock for vmfork-agent (vmfork exec): the modules of this kernel, if
+# built here.
 if [ -f "/lib/modules/$(uname -r)/load" ]; then
 	while read -r m; do
 		insmod "/lib/modules/$(uname -r)/$m.ko" || echo "vmfork-guest: insmod $m failed"

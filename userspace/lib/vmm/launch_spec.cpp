@@ -4,6 +4,7 @@
 #include <cerrno>
 
 #include "vmfork/system_error.h"
+#include "vmfork/vmm/launcher.h"
 
 namespace vmfork {
 
@@ -27,6 +28,47 @@ template <class T> T field_or(const json& j, const char* key, T fallback) {
     return j.contains(key) ? field<T>(j, key) : fallback;
 }
 
+json disks_json(const std::vector<DiskSpec>& disks) {
+    json a = json::array();
+    for (const auto& d : disks) {
+        a.push_back({{"path", d.path}, {"read_only", d.read_only}, {"layer_fds", d.layer_fds}});
+    }
+    return a;
+}
+
+std::vector<DiskSpec> disks_from(const json& j) {
+    std::vector<DiskSpec> disks;
+    if (!j.contains("disks")) {
+        return disks;
+    }
+    const json& a = j.at("disks");
+    if (!a.is_array()) {
+        throw SystemError(EINVAL, "launch spec field \"disks\": not an array");
+    }
+    for (const auto& d : a) {
+        if (!d.is_object()) {
+            throw SystemError(EINVAL, "launch spec field \"disks\": not an array of objects");
+        }
+        DiskSpec s;
+        s.path = field<std::string>(d, "path");
+        s.read_only = field_or<bool>(d, "read_only", false);
+        s.layer_fds = field_or<std::vector<int>>(d, "layer_fds", {});
+        for (const int fd : s.layer_fds) {
+            if (fd < launch_fd::first_extra ||
+                fd >= launch_fd::first_extra + launch_fd::max_extra) {
+                throw SystemError(EINVAL, "launch spec field \"layer_fds\": descriptor " +
+                                              std::to_string(fd) + " is not an extra one");
+            }
+        }
+        if (s.path.empty() || (s.read_only && !s.layer_fds.empty())) {
+            throw SystemError(EINVAL, "launch spec field \"disks\": an empty path, or layers on "
+                                      "a read-only disk");
+        }
+        disks.push_back(std::move(s));
+    }
+    return disks;
+}
+
 } // namespace
 
 json LaunchSpec::to_json() const {
@@ -36,6 +78,8 @@ json LaunchSpec::to_json() const {
         {"runtime_dir", runtime_dir},
         {"spawned_ns", spawned_ns},
         {"platform", platform_name(platform)},
+        {"disks", disks_json(disks)},
+        {"disk_dir", disk_dir},
     };
     if (mode == Mode::Boot) {
         j["mem_size"] = mem_size;
@@ -82,6 +126,11 @@ LaunchSpec LaunchSpec::from_json(const json& j) {
         throw SystemError(EINVAL, "unknown platform '" + platform + "'");
     }
     s.platform = platform == "linux" ? Platform::Linux : Platform::Builtin;
+    s.disks = disks_from(j);
+    s.disk_dir = field_or<std::string>(j, "disk_dir", "");
+    if (!s.disks.empty() && s.platform != Platform::Linux) {
+        throw SystemError(EINVAL, "disks are for Linux guests only");
+    }
     if (s.mode == Mode::Boot) {
         s.mem_size = field<std::uint64_t>(j, "mem_size");
         s.cpus = field<unsigned>(j, "cpus");

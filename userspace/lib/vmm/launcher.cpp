@@ -68,7 +68,7 @@ namespace {
 
 // Above every fd the file actions target, so no dup2 overwrites a later source.
 UniqueFd high_dup(int fd) {
-    UniqueFd d(::fcntl(fd, F_DUPFD_CLOEXEC, 64));
+    UniqueFd d(::fcntl(fd, F_DUPFD_CLOEXEC, launch_fd::first_extra + launch_fd::max_extra));
     if (!d) {
         throw SystemError::from_errno("fcntl F_DUPFD_CLOEXEC");
     }
@@ -137,7 +137,12 @@ private:
 } // namespace
 
 PendingVmm launch_vmm(const std::string& exe, const LaunchSpec& spec, const MemoryObject* memory,
-                      int state_fd, const std::string& log_path) {
+                      int state_fd, const std::string& log_path, std::span<const int> extra_fds) {
+    if (extra_fds.size() > static_cast<std::size_t>(launch_fd::max_extra)) {
+        throw SystemError(EMFILE, "a VMM takes at most " + std::to_string(launch_fd::max_extra) +
+                                      " disk layers (a chain this deep: fork a VM that has "
+                                      "written less)");
+    }
     std::array<int, 2> pipe_fds{};
     if (::pipe2(pipe_fds.data(), O_CLOEXEC) < 0) {
         throw SystemError::from_errno("pipe2");
@@ -161,6 +166,10 @@ PendingVmm launch_vmm(const std::string& exe, const LaunchSpec& spec, const Memo
         actions.dup2(keep.back().get(), launch_fd::memory);
         keep.push_back(high_dup(state_fd));
         actions.dup2(keep.back().get(), launch_fd::state);
+    }
+    for (std::size_t i = 0; i < extra_fds.size(); ++i) {
+        keep.push_back(high_dup(extra_fds[i]));
+        actions.dup2(keep.back().get(), launch_fd::first_extra + static_cast<int>(i));
     }
     const SpawnAttr attr;
     const std::string& name = spec.name;

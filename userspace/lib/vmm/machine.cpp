@@ -17,6 +17,7 @@
 #include "vmfork/vmm/devices/acpi_tables.h"
 #include "vmfork/vmm/devices/i8042.h"
 #include "vmfork/vmm/devices/vhost_vsock.h"
+#include "vmfork/vmm/devices/virtio_blk.h"
 #include "vmfork/vmm/platform.h"
 
 namespace vmfork {
@@ -91,7 +92,7 @@ Machine::Machine(Key /*key*/, const Kvm& kvm, GuestMemory memory, unsigned cpus,
       serial_(std::make_unique<SerialPort>(open_serial(config.serial_path))),
       report_(std::make_unique<ReportPort>(*memory_, config.report_history, config.on_report)),
       platform_(config.platform), vm_(kvm.create_vm()), new_generations_(config.new_vm_generations),
-      on_power_off_(config.on_power_off) {
+      disk_dir_(config.disk_dir), on_power_off_(config.on_power_off) {
     if (cpus == 0 || cpus > VmState::max_vcpus) {
         throw SystemError(EINVAL, "a VM needs 1.." + std::to_string(VmState::max_vcpus) +
                                       " vCPUs, not " + std::to_string(cpus));
@@ -142,6 +143,24 @@ void Machine::add_linux_devices(const MachineConfig& config) {
         stateful_.push_back(vsock.get());
         irq_lines_.push_back(std::move(irq));
         mmio_devices_.push_back(std::move(vsock));
+    }
+    // Disks from slot 1 on; slot 0 stays vsock's, with or without it, so that a disk's
+    // slot (and its interrupt) does not depend on the host.
+    if (config.disks.size() > platform::virtio_mmio_slots - 1) {
+        throw SystemError(EINVAL, "at most " + std::to_string(platform::virtio_mmio_slots - 1) +
+                                      " disks, not " + std::to_string(config.disks.size()));
+    }
+    for (std::size_t i = 0; i < config.disks.size(); ++i) {
+        const auto slot = static_cast<unsigned>(i + 1);
+        auto irq = std::make_unique<KvmIrqLine>(vm_, platform::virtio_mmio_gsi(slot));
+        auto blk = std::make_unique<VirtioBlk>(*memory_, *irq, config.disks[i],
+                                               "virtio-blk-" + std::to_string(i),
+                                               "vmfork-disk-" + std::to_string(i));
+        disks_.push_back(blk.get());
+        mmio_.add(platform::virtio_mmio_addr(slot), platform::virtio_mmio_slot_size, blk.get());
+        stateful_.push_back(blk.get());
+        irq_lines_.push_back(std::move(irq));
+        mmio_devices_.push_back(std::move(blk));
     }
 }
 
@@ -247,9 +266,15 @@ std::unique_ptr<Machine> Machine::boot(const Kvm& kvm, MemoryObject memory,
     }
     loader.load(*m->memory_, m->vcpu_ptrs());
     const CloneIdentity identity{0, m->memory_->object().id()};
+    // The DSDT shows the virtio-mmio slots with a device (their _STA read this byte).
+    std::uint8_t slots = m->vsock_ != nullptr ? 1 : 0;
+    for (std::size_t i = 0; i < m->disks_.size(); ++i) {
+        slots |= static_cast<std::uint8_t>(1U << (i + 1));
+    }
+    if (slots != 0) {
+        m->memory_->write<std::uint8_t>(platform::platform_info_addr, slots);
+    }
     if (m->vsock_ != nullptr) {
-        // The DSDT shows virtio-mmio slot 0 (its _STA reads this byte).
-        m->memory_->write<std::uint8_t>(platform::platform_info_addr, 1);
         m->vsock_->set_cid(vsock_cid_for(identity));
     }
     m->set_identity(identity);
@@ -337,15 +362,21 @@ void Machine::pause() {
             throw SystemError(ETIMEDOUT, "a vCPU did not pause within 10 s");
         }
     }
-    // No device writes guest memory while the VM is paused (and forked).
+    // No device writes guest memory (or a disk) while the VM is paused (and forked).
     if (vsock_ != nullptr) {
         vsock_->pause();
+    }
+    for (auto* d : disks_) {
+        d->pause();
     }
 }
 
 void Machine::resume() {
     if (vsock_ != nullptr) {
         vsock_->resume();
+    }
+    for (auto* d : disks_) {
+        d->resume();
     }
     for (auto& r : runners_) {
         r->resume();
@@ -372,10 +403,11 @@ Machine::Fork Machine::fork(ForkMode mode) {
     try {
         VmState state = capture();
         MemoryObject child = memory_->object().fork(mode);
+        std::vector<DiskFork> disks = fork_disks();
         if (mode == ForkMode::Live) {
             resume();
         }
-        return {std::move(child), std::move(state)};
+        return {std::move(child), std::move(state), std::move(disks)};
     } catch (...) {
         if (mode == ForkMode::Live) {
             resume();
@@ -395,8 +427,61 @@ void Machine::reset_to(const VmState& state, const CloneIdentity& identity) {
         resume(); // nothing changed
         throw;
     }
+    for (auto* d : disks_) {
+        if (auto* layered = dynamic_cast<LayeredDisk*>(d->disk().get()); layered != nullptr) {
+            layered->reset();
+        }
+    }
     load_state(state, identity);
     resume();
+}
+
+std::vector<DiskFork> Machine::fork_disks() {
+    std::vector<DiskFork> forks;
+    for (auto* d : disks_) {
+        const auto& disk = d->disk();
+        if (auto* raw = dynamic_cast<RawDisk*>(disk.get()); raw != nullptr) {
+            if (raw->read_only()) {
+                forks.push_back({raw->path(), true, {}});
+                continue;
+            }
+            // The first fork: the image, as written so far, is the base of every view
+            // from now on, this VM's included.
+            auto base = std::make_shared<RawDisk>(raw->path(), true);
+            d->set_disk(std::make_shared<LayeredDisk>(
+                base, std::vector<std::shared_ptr<DiskLayer>>{}, disk_dir_));
+            forks.push_back({raw->path(), false, {}});
+            continue;
+        }
+        auto* layered = dynamic_cast<LayeredDisk*>(disk.get());
+        if (layered == nullptr) {
+            throw SystemError(EINVAL, "a disk that cannot be forked");
+        }
+        forks.push_back({layered->base()->path(), false, layered->fork()});
+    }
+    return forks;
+}
+
+std::vector<DiskReport> Machine::disks() const {
+    std::vector<DiskReport> out;
+    for (const auto* d : disks_) {
+        DiskReport r;
+        const auto& disk = d->disk();
+        r.read_only = disk->read_only();
+        if (const auto* layered = dynamic_cast<const LayeredDisk*>(disk.get());
+            layered != nullptr) {
+            r.path = layered->base()->path();
+            r.layers = layered->frozen().size();
+            r.private_blocks = layered->private_blocks();
+            r.shared_blocks = layered->shared_blocks();
+        } else if (const auto* raw = dynamic_cast<const RawDisk*>(disk.get()); raw != nullptr) {
+            r.path = raw->path();
+        }
+        r.requests = d->requests();
+        r.failed_requests = d->failed_requests();
+        out.push_back(std::move(r));
+    }
+    return out;
 }
 
 void Machine::set_identity(const CloneIdentity& identity) {

@@ -47,6 +47,43 @@ std::vector<vmfork_guest_slot> read_slots(const MemoryObject& memory, std::size_
     return slots;
 }
 
+// A boot's disks are its raw images; a clone's are linked-clone views on the frozen
+// layers it inherited (launch_fd), which it owns from here on.
+std::vector<std::shared_ptr<DiskImage>> open_disks(const LaunchSpec& spec, const std::string& dir) {
+    std::vector<std::shared_ptr<DiskImage>> disks;
+    for (const auto& d : spec.disks) {
+        std::vector<UniqueFd> fds;
+        for (const int fd : d.layer_fds) {
+            fds.emplace_back(fd);
+        }
+        if (spec.mode == LaunchSpec::Mode::Boot || d.read_only) {
+            disks.push_back(std::make_shared<RawDisk>(d.path, d.read_only));
+            continue;
+        }
+        auto base = std::make_shared<RawDisk>(d.path, true);
+        std::vector<std::shared_ptr<DiskLayer>> layers;
+        for (auto& fd : fds) {
+            layers.push_back(DiskLayer::open_frozen(std::move(fd), base->size()));
+        }
+        disks.push_back(std::make_shared<LayeredDisk>(base, std::move(layers), dir));
+    }
+    return disks;
+}
+
+json disks_json(const std::vector<DiskReport>& disks) {
+    json a = json::array();
+    for (const auto& d : disks) {
+        a.push_back({{"path", d.path},
+                     {"read_only", d.read_only},
+                     {"layers", d.layers},
+                     {"private_blocks", d.private_blocks},
+                     {"shared_blocks", d.shared_blocks},
+                     {"requests", d.requests},
+                     {"failed_requests", d.failed_requests}});
+    }
+    return a;
+}
+
 UniqueFd truncate_file(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd) {
@@ -69,6 +106,9 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
 
     MachineConfig config;
     config.platform = platform_;
+    config.disk_dir = spec.disk_dir.empty() ? "/var/tmp" : spec.disk_dir;
+    config.disks = open_disks(spec, config.disk_dir);
+    disk_dir_ = config.disk_dir;
     config.serial_path = dir_.console_path(name_);
     config.report_history = report_history;
     // From a vCPU's thread: the guest powered off or asked for a reset; the VMM exits.
@@ -226,6 +266,7 @@ json VmmService::describe() const {
         {"customize", customize_ ? customizer_.status() : json{{"state", "off"}}},
         {"reports", reports},
         {"vcpu_errors", machine_->errors()},
+        {"disks", disks_json(machine_->disks())},
         {"memory",
          {{"id", st.id},
           {"parent_id", st.parent_id},
@@ -287,6 +328,7 @@ Outcome VmmService::fork(const Request& req) {
     std::vector<std::uint64_t> fork_us;
     VmState state;
     std::vector<GuestPosition> positions;
+    std::vector<DiskFork> disks;
     if (template_state_) {
         state = *template_state_;
         positions = template_positions_;
@@ -295,6 +337,7 @@ Outcome VmmService::fork(const Request& req) {
             children.push_back(machine_->memory().object().fork(ForkMode::Live));
             fork_us.push_back(us_since(f));
         }
+        disks = machine_->fork_disks(); // frozen with the template: the same chains
     } else {
         const bool was_paused = paused_;
         machine_->pause();
@@ -309,6 +352,8 @@ Outcome VmmService::fork(const Request& req) {
                     i == 0 && make_template ? ForkMode::Template : ForkMode::Live));
                 fork_us.push_back(us_since(f));
             }
+            // The disks of the same instant (the VM paused, no request in flight).
+            disks = machine_->fork_disks();
         } catch (...) {
             if (!was_paused) {
                 machine_->resume();
@@ -348,8 +393,18 @@ Outcome VmmService::fork(const Request& req) {
         spec.parent_positions = positions;
         spec.customize = customize;
         spec.new_vm_generation = new_vm_generation;
-        pending.push_back(
-            launch_vmm(exe, spec, &children[i], state_fd.get(), dir_.path() + "/" + name + ".log"));
+        spec.disk_dir = disk_dir_;
+        std::vector<int> layer_fds;
+        for (const auto& d : disks) {
+            DiskSpec ds{d.path, d.read_only, {}};
+            for (const auto& layer : d.layers) {
+                ds.layer_fds.push_back(launch_fd::first_extra + static_cast<int>(layer_fds.size()));
+                layer_fds.push_back(layer->fd());
+            }
+            spec.disks.push_back(std::move(ds));
+        }
+        pending.push_back(launch_vmm(exe, spec, &children[i], state_fd.get(),
+                                     dir_.path() + "/" + name + ".log", layer_fds));
         spawned.push_back(now);
     }
     children.clear(); // the clones hold their own descriptors now

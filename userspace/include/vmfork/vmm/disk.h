@@ -42,6 +42,7 @@ public:
 
     [[nodiscard]] std::uint64_t size() const override { return size_; }
     [[nodiscard]] bool read_only() const override { return read_only_; }
+    [[nodiscard]] const std::string& path() const { return path_; }
     void read(std::uint64_t offset, std::span<std::byte> out) override;
     void write(std::uint64_t offset, std::span<const std::byte> in) override;
     void flush() override;

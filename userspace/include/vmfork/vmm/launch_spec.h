@@ -26,6 +26,14 @@ struct LinuxGuestSpec {
     std::string cmdline;
 };
 
+// A Linux VM's disk: the image and, for a clone, the descriptors (launch_fd) of the
+// frozen layers of its linked-clone view, bottom first.
+struct DiskSpec {
+    std::string path;
+    bool read_only = false;
+    std::vector<int> layer_fds;
+};
+
 // What a VMM process is started with: one typed struct, written as JSON by the
 // launcher (to_json) and read by the VMM (from_json), so the two cannot drift apart.
 struct LaunchSpec {
@@ -42,6 +50,8 @@ struct LaunchSpec {
     unsigned cpus = 1;
     BuiltinGuestSpec builtin;
     LinuxGuestSpec linux_guest;
+    std::vector<DiskSpec> disks; // the Linux platform's, boot and clone
+    std::string disk_dir;        // where linked clones' layers go ("": /var/tmp)
 
     // Clone.
     std::string parent;

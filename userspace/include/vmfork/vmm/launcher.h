@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <span>
 #include <string>
 #include <sys/types.h>
 
@@ -16,13 +17,16 @@ struct LaunchSpec;
 // also gets its memory object and its serialized VmState.
 //
 // Descriptors of a VMM process: 3 ready pipe, 4 spec (memfd, JSON), 5 memory object
-// and 6 state (memfd) for a clone. It writes "ok\n" or "error <errno> <text>\n" on 3
-// once it serves its control socket (or failed), then closes it.
+// and 6 state (memfd) for a clone, then from 7 on the extra ones the spec names (a
+// clone's disk layers). It writes "ok\n" or "error <errno> <text>\n" on 3 once it
+// serves its control socket (or failed), then closes it.
 namespace launch_fd {
 constexpr int ready = 3;
 constexpr int spec = 4;
 constexpr int memory = 5;
 constexpr int state = 6;
+constexpr int first_extra = 7;
+constexpr int max_extra = 200;
 } // namespace launch_fd
 
 // A VMM process started and not yet known to be ready.
@@ -46,9 +50,11 @@ private:
 UniqueFd make_memfd(const std::string& name, const void* data, std::size_t size);
 
 // Starts exe as a VMM process in its own session, stdin from /dev/null, stdout and
-// stderr to log_path. memory/state_fd only for a clone (else nullptr/-1).
+// stderr to log_path. memory/state_fd only for a clone (else nullptr/-1); extra_fds
+// become its descriptors first_extra, first_extra + 1, ...
 PendingVmm launch_vmm(const std::string& exe, const LaunchSpec& spec, const MemoryObject* memory,
-                      int state_fd, const std::string& log_path);
+                      int state_fd, const std::string& log_path,
+                      std::span<const int> extra_fds = {});
 
 // The path of the running executable.
 std::string self_exe();

@@ -14,6 +14,7 @@
 #include "vmfork/vmm/device_state.h"
 #include "vmfork/vmm/devices.h"
 #include "vmfork/vmm/devices/uart.h"
+#include "vmfork/vmm/layered_disk.h"
 #include "vmfork/vmm/memory.h"
 #include "vmfork/vmm/report_verifier.h"
 #include "vmfork/vmm/vcpu_runner.h"
@@ -21,6 +22,7 @@
 namespace vmfork {
 
 class VhostVsock;
+class VirtioBlk;
 
 class BootLoader;
 class Device;
@@ -48,6 +50,28 @@ struct MachineConfig {
     // makes its kernel reseed its RNG. Tests only (`vmfork fork --keep-generation`)
     // set false: the clone keeps the one in the state, as a VMM without VMGenID would.
     bool new_vm_generations = true;
+    // The Linux platform: virtio-blk disks on virtio-mmio slots 1, 2, ... (the guest's
+    // vda, vdb, ...), and where the layers of their linked clones go.
+    std::vector<std::shared_ptr<DiskImage>> disks;
+    std::string disk_dir = "/var/tmp";
+};
+
+// A disk as clones get it at a fork: its base image and the frozen layers above it.
+struct DiskFork {
+    std::string path;
+    bool read_only = false;
+    std::vector<std::shared_ptr<DiskLayer>> layers; // bottom first
+};
+
+// What a VM's disk holds: its own blocks and those it shares with others.
+struct DiskReport {
+    std::string path;
+    bool read_only = false;
+    std::uint64_t layers = 0;         // frozen layers under the VM's own
+    std::uint64_t private_blocks = 0; // 4 KiB blocks only this VM has
+    std::uint64_t shared_blocks = 0;  // in frozen layers (other VMs may see them)
+    std::uint64_t requests = 0;
+    std::uint64_t failed_requests = 0;
 };
 
 // One VM in this process: guest memory (a vmfork object, or plain memory for the
@@ -104,14 +128,21 @@ public:
     struct Fork {
         MemoryObject memory;
         VmState state;
+        std::vector<DiskFork> disks;
     };
     // Pause, capture, VMFORK_VM_FORK, then resume (Live) or stay paused (Template: the
     // parent's memory is read-only from now on).
     Fork fork(ForkMode mode = ForkMode::Live);
 
+    // The disks at the fork instant (only while paused, after capture()): each
+    // writable disk's view is frozen and the VM goes on on a new one (the first time,
+    // its raw image becomes the read-only base); what the clones' views start from.
+    std::vector<DiskFork> fork_disks();
+    [[nodiscard]] std::vector<DiskReport> disks() const;
+
     // A clone back to its fork point: pause, drop every page written since the fork
-    // (VMFORK_RESET), load state (the one it was restored from), write identity,
-    // resume. Throws if the memory object is not a fork child (the VM runs on as it
+    // (VMFORK_RESET) and every disk block, load state (the one it was restored from),
+    // write identity, resume. Throws if the memory object is not a fork child (the VM runs on as it
     // was); a failure after the reset leaves it paused.
     void reset_to(const VmState& state, const CloneIdentity& identity);
 
@@ -168,10 +199,12 @@ private:
     std::vector<std::unique_ptr<PioDevice>> pio_devices_;
     std::vector<StatefulDevice*> stateful_; // in pio_devices_, saved in this order
     std::vector<std::unique_ptr<MmioDevice>> mmio_devices_;
-    Uart16550* uart_ = nullptr;   // the Linux platform's COM1
-    VhostVsock* vsock_ = nullptr; // in mmio_devices_, if the VM has vsock
-    CloneIdentity identity_{};    // the Linux platform's (no identity page yet)
-    bool new_generations_ = true; // MachineConfig::new_vm_generations
+    Uart16550* uart_ = nullptr;     // the Linux platform's COM1
+    VhostVsock* vsock_ = nullptr;   // in mmio_devices_, if the VM has vsock
+    std::vector<VirtioBlk*> disks_; // in mmio_devices_, slots 1, 2, ...
+    CloneIdentity identity_{};      // the Linux platform's (no identity page yet)
+    bool new_generations_ = true;   // MachineConfig::new_vm_generations
+    std::string disk_dir_;          // MachineConfig::disk_dir
     std::function<void()> on_power_off_;
     std::atomic<bool> powered_off_{false};
     std::vector<std::unique_ptr<Vcpu>> vcpus_;

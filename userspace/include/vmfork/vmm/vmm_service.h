@@ -71,6 +71,7 @@ private:
     std::string name_;
     std::string parent_;
     bool customize_ = true; // LaunchSpec::customize
+    std::string disk_dir_;  // where this VM's and its clones' disk layers go
     std::uint64_t spawned_ns_ = 0;
     std::uint64_t started_ns_ = 0;
     Platform platform_;

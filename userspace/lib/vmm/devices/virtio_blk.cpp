@@ -69,7 +69,7 @@ private:
 
 } // namespace
 
-VirtioBlk::VirtioBlk(const GuestMemory& memory, IrqLine& irq, std::unique_ptr<DiskImage> disk,
+VirtioBlk::VirtioBlk(const GuestMemory& memory, IrqLine& irq, std::shared_ptr<DiskImage> disk,
                      std::string section, std::string serial)
     : VirtioMmio(irq, std::move(section)), memory_(memory), disk_(std::move(disk)),
       serial_(std::move(serial)) {
@@ -149,6 +149,18 @@ void VirtioBlk::resume() {
         kicked_ = true; // what arrived meanwhile
     }
     io_cv_.notify_all();
+}
+
+void VirtioBlk::set_disk(std::shared_ptr<DiskImage> disk) {
+    if (disk->size() != disk_->size() || disk->read_only() != disk_->read_only()) {
+        throw SystemError(EINVAL, "another disk, not a view of this one");
+    }
+    std::unique_lock lock(io_mu_);
+    if (!paused_) {
+        throw SystemError(EBUSY, "the disk of a running virtio-blk device");
+    }
+    wait_idle(lock);
+    disk_ = std::move(disk);
 }
 
 void VirtioBlk::save_device(StateWriter& out) const {

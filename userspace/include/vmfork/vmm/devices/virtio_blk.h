@@ -36,7 +36,7 @@ public:
     static constexpr std::uint16_t max_queue_size = 256;
 
     // serial: what GET_ID returns (up to 20 bytes).
-    VirtioBlk(const GuestMemory& memory, IrqLine& irq, std::unique_ptr<DiskImage> disk,
+    VirtioBlk(const GuestMemory& memory, IrqLine& irq, std::shared_ptr<DiskImage> disk,
               std::string section, std::string serial);
     ~VirtioBlk() override;
     VirtioBlk(const VirtioBlk&) = delete;
@@ -47,7 +47,10 @@ public:
     // Waits until no request is in flight and takes no new one until resume().
     void pause();
     void resume();
-    [[nodiscard]] DiskImage& disk() const { return *disk_; }
+    [[nodiscard]] const std::shared_ptr<DiskImage>& disk() const { return disk_; }
+    // Another view of the same disk (same size and mode), while paused: the fork
+    // point, where a VM's raw image becomes the base of linked clones.
+    void set_disk(std::shared_ptr<DiskImage> disk);
     // Requests completed, and those that failed (I/O error or unsupported), so far.
     [[nodiscard]] std::uint64_t requests() const { return requests_; }
     [[nodiscard]] std::uint64_t failed_requests() const { return failed_; }
@@ -73,7 +76,7 @@ private:
     void wait_idle(std::unique_lock<std::mutex>& lock) const;
 
     const GuestMemory& memory_;
-    std::unique_ptr<DiskImage> disk_;
+    std::shared_ptr<DiskImage> disk_; // replaced only while paused (the I/O thread idle)
     std::string serial_;
 
     mutable std::mutex io_mu_;
