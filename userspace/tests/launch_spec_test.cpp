@@ -80,6 +80,35 @@ TEST(LaunchSpec, CloneOptionsRoundTripAndDefaultOn) {
     EXPECT_EQ(thrown_errno<SystemError>([&] { (void)LaunchSpec::from_json(j); }), EINVAL);
 }
 
+TEST(LaunchSpec, DisksRoundTripAndBadOnesAreEinval) {
+    LaunchSpec s;
+    s.mode = LaunchSpec::Mode::Clone;
+    s.name = "lx-1";
+    s.runtime_dir = "/tmp/x";
+    s.platform = Platform::Linux;
+    s.parent = "lx";
+    s.generation = 1;
+    s.disk_dir = "/var/tmp";
+    s.disks = {{"/img/a.raw", false, {7, 8}}, {"/img/b.raw", true, {}}};
+    json j = s.to_json();
+    const LaunchSpec t = LaunchSpec::from_json(j);
+    ASSERT_EQ(t.disks.size(), 2U);
+    EXPECT_EQ(t.disks[0].path, "/img/a.raw");
+    EXPECT_EQ(t.disks[0].layer_fds, (std::vector<int>{7, 8}));
+    EXPECT_TRUE(t.disks[1].read_only);
+    EXPECT_EQ(t.disk_dir, "/var/tmp");
+    auto broken = [&](const std::function<void(json&)>& edit) {
+        json k = j;
+        edit(k);
+        return thrown_errno<SystemError>([&] { (void)LaunchSpec::from_json(k); });
+    };
+    EXPECT_EQ(broken([](json& k) { k["disks"][0]["layer_fds"] = json::array({3}); }), EINVAL);
+    EXPECT_EQ(broken([](json& k) { k["disks"][1]["layer_fds"] = json::array({9}); }), EINVAL);
+    EXPECT_EQ(broken([](json& k) { k["disks"][0]["path"] = ""; }), EINVAL);
+    EXPECT_EQ(broken([](json& k) { k["disks"] = "a.raw"; }), EINVAL);
+    EXPECT_EQ(broken([](json& k) { k["platform"] = "builtin"; }), EINVAL);
+}
+
 TEST(LaunchSpec, MalformedSpecsAreEinval) {
     LaunchSpec s;
     s.name = "a";
