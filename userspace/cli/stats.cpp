@@ -172,7 +172,8 @@ json sample_json(const Sample& s, const std::map<std::uint64_t, double>* rates) 
 void print_sample(const Sample& s, const std::map<std::uint64_t, double>* rates) {
     std::vector<std::vector<std::string>> rows = {{"NAME", "OBJECT", "PARENT", "DEPTH", "SIZE",
                                                    "RESIDENT", "SHARED", "PRIVATE", "SHARED%",
-                                                   "COW", "FORKS", "RESETS"}};
+                                                   "COW", "FORKS", "RESETS", "DISK PRIVATE",
+                                                   "DISK SHARED"}};
     if (rates != nullptr) {
         rows[0].insert(rows[0].begin() + 10, "COW/s");
     }
@@ -189,6 +190,19 @@ void print_sample(const Sample& s, const std::map<std::uint64_t, double>* rates)
                                         std::to_string(o.cow_breaks),
                                         std::to_string(o.forks),
                                         std::to_string(o.resets)};
+        // The VM's disks (linked-clone views): blocks of its own, blocks in layers it
+        // shares; "-" without a disk.
+        const auto vm = s.vm_of.find(o.id);
+        const json disks = vm == s.vm_of.end() ? json::array()
+                                                : vm->second.value("disks", json::array());
+        std::uint64_t own = 0;
+        std::uint64_t shared = 0;
+        for (const auto& d : disks) {
+            own += d.value("private_blocks", std::uint64_t{0});
+            shared += d.value("shared_blocks", std::uint64_t{0});
+        }
+        row.push_back(disks.empty() ? "-" : human_bytes(static_cast<double>(own) * 4096));
+        row.push_back(disks.empty() ? "-" : human_bytes(static_cast<double>(shared) * 4096));
         if (rates != nullptr) {
             const auto it = rates->find(o.id);
             row.insert(row.begin() + 10,

@@ -211,6 +211,8 @@ def _():
     d = ls()["dk-1-1"]["disks"][0]
     assert d["layers"] == 1 and d["private_blocks"] >= 1 and d["shared_blocks"] >= 1, d
     assert d["failed_requests"] == 0, d
+    row = [ln.split() for ln in vmfork("stats").stdout.splitlines() if ln.startswith("dk-1-1 ")]
+    assert row and row[0][-2] != "-" and row[0][-1] != "-", row  # DISK PRIVATE, DISK SHARED
     # A reset takes dk-1's disk back to its fork point; its clone keeps what it saw.
     vmfork("reset", "dk-1")
     assert disk_read("dk-1", 16) == ""
