@@ -418,8 +418,15 @@ def _():
     big = os.path.join(RUNTIME, "big.img")
     with open(big, "wb") as f:
         f.truncate(200 << 20)
+    odd = os.path.join(RUNTIME, "odd.img")
+    with open(odd, "wb") as f:
+        f.truncate(1000)
     B = boot_args()
     cases = [
+        ([*B, "--disk", "/nonexistent/d.img"], "--disk /nonexistent/d.img: No such file"),
+        ([*B, "--disk", DISK], "is in use by another VM"),  # lx's, the base of its clones
+        ([*B, "--disk", odd], "multiple of 512"),
+        ([*B, *["--disk", big + ",ro"] * 8], "at most 7 disks"),
         (["--kernel", "/nonexistent/vmlinuz"], "kernel /nonexistent/vmlinuz: No such file"),
         (["--kernel", "/etc/passwd"], "not a Linux bzImage"),
         (["--kernel", "/bin/busybox"], "PVH entry note"),
@@ -436,6 +443,7 @@ def _():
         assert p.returncode != 0, f"run {args} must fail"
         assert want in p.stderr, f"run {args}: {p.stderr!r} lacks {want!r}"
     os.unlink(big)
+    os.unlink(odd)
     assert "bad" not in ls()
     assert sorted(os.listdir(RUNTIME)) == before or all(
         not f.startswith("bad.") or f.endswith((".console", ".log"))

@@ -341,6 +341,29 @@ TEST_F(VirtioBlkTest, PauseHoldsRequestsAndTheSavedStateGoesOnInAnotherDevice) {
     EXPECT_EQ(image.read(512, 512), std::vector<std::uint8_t>(512, 0)); // not on the parent's
 }
 
+TEST_F(VirtioBlkTest, AnImageOneVmWritesIsNoOtherVmsToOpen) {
+    dev.reset(); // the fixture's writable open
+    auto errno_of = [](const std::string& path, bool ro) {
+        try {
+            RawDisk d(path, ro);
+            return 0;
+        } catch (const SystemError& e) {
+            return e.error();
+        }
+    };
+    {
+        const RawDisk writer(image.path, false);
+        EXPECT_EQ(errno_of(image.path, false), EBUSY);
+        EXPECT_EQ(errno_of(image.path, true), EBUSY);
+        // At a fork the writer becomes the read-only base: readers may join, no writer.
+        const auto base = writer.read_only_view();
+        EXPECT_TRUE(base->read_only());
+    }
+    const RawDisk reader(image.path, true);
+    EXPECT_EQ(errno_of(image.path, true), 0);
+    EXPECT_EQ(errno_of(image.path, false), EBUSY);
+}
+
 TEST_F(VirtioBlkTest, ARawImageMustBeWholeSectorsAndOpenable) {
     TempImage odd{1000};
     EXPECT_THROW(RawDisk(odd.path, false), SystemError);

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,6 +41,29 @@ RawDisk::RawDisk(const std::string& path, bool read_only) : path_(path), read_on
         throw SystemError(EINVAL, "disk " + path + " has " + std::to_string(size_) +
                                       " bytes: a raw image is a non-zero multiple of 512");
     }
+    if (::flock(fd_.get(), (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            throw SystemError(EBUSY, "disk " + path + " is in use by another VM" +
+                                         (read_only ? " that writes to it"
+                                                    : " (add ,ro to share it read-only)"));
+        }
+        throw SystemError::from_errno("flock of disk " + path);
+    }
+}
+
+std::shared_ptr<RawDisk> RawDisk::read_only_view() const {
+    std::shared_ptr<RawDisk> d(new RawDisk());
+    d->path_ = path_;
+    d->fd_ = UniqueFd(::fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0)); // the same lock
+    if (!d->fd_) {
+        throw SystemError::from_errno("dup of disk " + path_);
+    }
+    d->size_ = size_;
+    d->read_only_ = true;
+    if (::flock(d->fd_.get(), LOCK_SH | LOCK_NB) != 0) {
+        throw SystemError::from_errno("flock of disk " + path_);
+    }
+    return d;
 }
 
 void RawDisk::read(std::uint64_t offset, std::span<std::byte> out) {

@@ -447,7 +447,7 @@ std::vector<DiskFork> Machine::fork_disks() {
             }
             // The first fork: the image, as written so far, is the base of every view
             // from now on, this VM's included.
-            auto base = std::make_shared<RawDisk>(raw->path(), true);
+            auto base = raw->read_only_view();
             d->set_disk(std::make_shared<LayeredDisk>(
                 base, std::vector<std::shared_ptr<DiskLayer>>{}, disk_dir_));
             forks.push_back({raw->path(), false, {}});

@@ -33,12 +33,18 @@ public:
     virtual void flush() = 0;
 };
 
-// A raw image file (or block device), read and written in place.
+// A raw image file (or block device), read and written in place. The image is locked
+// (flock): exclusively while a VM writes to it, shared while VMs only read it (the
+// base of linked clones), so no VM writes under another one.
 class RawDisk final : public DiskImage {
 public:
     // Throws SystemError: ENOENT, EACCES (with a read-write open of a read-only
-    // file: "add ,ro"), EINVAL for a size that is 0 or not a multiple of 512.
+    // file: "add ,ro"), EINVAL for a size that is 0 or not a multiple of 512, EBUSY
+    // when another VM holds a conflicting lock.
     RawDisk(const std::string& path, bool read_only);
+    // The same image, read-only from now on (the base of linked clones): takes the
+    // lock of writable over, as a shared one.
+    [[nodiscard]] std::shared_ptr<RawDisk> read_only_view() const;
 
     [[nodiscard]] std::uint64_t size() const override { return size_; }
     [[nodiscard]] bool read_only() const override { return read_only_; }
@@ -48,6 +54,8 @@ public:
     void flush() override;
 
 private:
+    RawDisk() = default;
+
     std::string path_;
     UniqueFd fd_;
     std::uint64_t size_ = 0;
