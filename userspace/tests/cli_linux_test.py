@@ -322,11 +322,14 @@ def _():
     time.sleep(1.5)  # the ticker's last `sleep 1` ends
     # The control: clones that keep the VM generation ID (as under a VMM without
     # VMGenID) go on with the parent's CRNG state, so the same read gives the same
-    # bytes in all of them and in the parent. This is what the check below must catch.
+    # bytes in them and in the parent: the "all differ" check below would fail. (Not
+    # necessarily in all five: a clone whose read comes after Linux's own reseed
+    # interval, or after other random draws, can differ; two alike show the shared
+    # state, which 128 random bits never are by chance.)
     vmfork("fork", "rn-1", "-n", "4", "--name-prefix", "same-", "--no-customize",
            "--keep-generation")
     same = {n: random_in(n) for n in ("same-1", "same-2", "same-3", "same-4", "rn-1")}
-    assert len(set(same.values())) == 1, (
+    assert len(set(same.values())) < len(same), (
         f"without a new VM generation, clones must read what their parent reads "
         f"(rn-1 up {uptime.stdout.split()[0]} s): {same}")
     # With a new VM generation each clone's kernel reseeds before it reads (the notify

@@ -439,7 +439,7 @@ void Machine::reset_to(const VmState& state, const CloneIdentity& identity) {
 std::vector<DiskFork> Machine::fork_disks() {
     std::vector<DiskFork> forks;
     for (auto* d : disks_) {
-        const auto& disk = d->disk();
+        const std::shared_ptr<DiskImage> disk = d->disk(); // alive past set_disk()
         if (auto* raw = dynamic_cast<RawDisk*>(disk.get()); raw != nullptr) {
             if (raw->read_only()) {
                 forks.push_back({raw->path(), true, {}});
