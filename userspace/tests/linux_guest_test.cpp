@@ -197,12 +197,20 @@ protected:
             const std::string report = "boot " + std::to_string(attempt) + " of " +
                                        std::to_string(cpus) + " vCPUs " + what + "; " +
                                        vcpu_report(*m) + "\n" + tail(*m);
-            if (w != BootWait::Stalled || attempt == 2) {
+            // Two failures of the nested-TCG test setup, not of a fork (docs/testing.md):
+            // a stall, and an AP's triple fault while SMP guests boot. Once each.
+            bool triple_fault = false;
+            for (const auto& e : m->errors()) {
+                triple_fault = triple_fault || e.find("triple fault") != std::string::npos;
+            }
+            const bool nested_tcg = w == BootWait::Stalled || (triple_fault && cpus > 1);
+            if (!nested_tcg || attempt == 2) {
                 ADD_FAILURE() << report;
                 return nullptr;
             }
-            std::cerr << "[ NOTE     ] " << report
-                      << "\n[ NOTE     ] a nested-TCG stall (docs/testing.md): booting once more\n";
+            std::cerr << "[ NOTE     ] " << report << "\n[ NOTE     ] a nested-TCG "
+                      << (triple_fault ? "triple fault" : "stall")
+                      << " while booting (docs/testing.md): booting once more\n";
         }
     }
 
