@@ -25,7 +25,7 @@ VMFORK = os.environ.get("VMFORK_BIN", os.path.join(HERE, "..", "..", "build", "b
 RUNTIME = tempfile.mkdtemp(prefix="vmfork-cli-linux-test.")
 DISK_DIR = tempfile.mkdtemp(prefix="vmfork-cli-linux-test-disks.")
 ENV = dict(os.environ, VMFORK_RUNTIME_DIR=RUNTIME, VMFORK_DISK_DIR=DISK_DIR)
-DISK = os.path.join(RUNTIME, "disk.img")  # lx's vda: 8 MiB, "BASE..." in sector 0
+DISK = os.path.join(RUNTIME, "disk.img")  # lx's vda: 1 GiB, sparse, "BASE..." in sector 0
 TIMEOUT = 120  # a nested Linux boot takes 13-20 s under TCG; every wait is bounded
 BAD = re.compile(r"BUG:|WARNING:|Oops|soft lockup|rcu.*stall|Kernel panic|hung_task|"
                  r"Call Trace|timekeeping watchdog|TSC unstable due to clocksource watchdog")
@@ -102,7 +102,7 @@ def clean(name):
 def _():
     with open(DISK, "wb") as f:
         f.write(b"BASE" * 128)
-        f.truncate(8 << 20)
+        f.truncate(1 << 30)
     out = vmfork("run", *boot_args(), "--name", "lx", "--mem", "160M", "--disk", DISK).stdout
     assert "lx: running" in out and "vmfork console -i lx" in out, out
     v = ls()["lx"]
@@ -173,17 +173,24 @@ def disk_read(name, sector):
     return p.stdout[:32]
 
 
-def layer_holders():
-    """Pids of the processes holding a disk layer (an unlinked vmfork-disk-layer file)."""
-    pids = set()
+def layers_held():
+    """{pid: {(dev, inode): bytes allocated}} of the disk layers (unlinked
+    vmfork-disk-layer files) each process holds."""
+    held = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             for fd in os.listdir(f"/proc/{pid}/fd"):
-                if "vmfork-disk-layer" in os.readlink(f"/proc/{pid}/fd/{fd}"):
-                    pids.add(int(pid))
+                path = f"/proc/{pid}/fd/{fd}"
+                if "vmfork-disk-layer" in os.readlink(path):
+                    st = os.stat(path)
+                    held.setdefault(int(pid), {})[(st.st_dev, st.st_ino)] = st.st_blocks * 512
         except OSError:
             pass
-    return pids
+    return held
+
+
+def layer_holders():
+    return set(layers_held())
 
 
 @ktap.test("disks: each clone gets a copy-on-write view of the fork instant; 3 generations; reset")
@@ -217,6 +224,20 @@ def _():
     vmfork("reset", "dk-1")
     assert disk_read("dk-1", 16) == ""
     assert disk_read("dk-1-1", 16) == "C1"
+    # 10 clones of the 1 GiB disk each write 1 MiB: about 10 MiB more disk, not 10 GiB.
+    vmfork("fork", "lx", "-n", "10", "--name-prefix", "sp-")
+    for i in range(1, 11):
+        p = exec_in(f"sp-{i}", "dd", "if=/dev/urandom", "of=/dev/vda", "bs=64k", "count=16",
+                    "seek=100", "conv=fsync")
+        assert p.returncode == 0, p
+    pids = {ls()[f"sp-{i}"]["pid"] for i in range(1, 11)}
+    layers = {k: v for pid, files in layers_held().items() if pid in pids
+              for k, v in files.items()}
+    used = sum(layers.values())
+    print(f"# 10 clones of a 1 GiB disk, 1 MiB written by each: {used / 2**20:.1f} MiB of "
+          f"layers ({len(layers)} files)")
+    assert 10 << 20 <= used <= 3 * (10 << 20), used
+    vmfork("kill", *[f"sp-{i}" for i in range(1, 11)])
     # Their layers go with them: only lx holds one now (its own, since its fork).
     vmfork("kill", "dk-1", "dk-2", "dk-1-1")
     assert layer_holders() == {ls()["lx"]["pid"]}, layer_holders()
