@@ -13,7 +13,9 @@ and the build's initramfs, with vmfork-agent):
 and, for each fork, when the clone's customization (hostname, machine-id, clock,
 reseed, hooks) was done. Then the memory of the template and --clones idle clones:
 what the module holds (each page once) against what as many independent guests would
-hold (each VM's resident pages). Times are medians and p90 of --repeat runs, with the
+hold (each VM's resident pages). Last, the parent's pause at forks of a VM with a 1 GiB
+and an 8 GiB disk (whether a linked-clone disk costs the same at any size). Times are
+medians and p90 of --repeat runs, with the
 ratio to the fresh boot from the same run; nothing is asserted. Progress on stderr,
 the table on stdout, everything in --out/linux.json.
 """
@@ -76,18 +78,43 @@ def summary(xs):
             "min": xs[0], "max": xs[-1], "samples": xs}
 
 
-def fork_series(source, prefix, repeat):
+def fork_series(source, prefix, repeat, pauses=None):
     answer, customize = [], []
     for i in range(repeat):
         t0 = time.monotonic()
         out = json.loads(vmfork("fork", source, "--name-prefix", prefix, "--json").stdout)
         name = out["clones"][0]["name"]
+        if pauses is not None:
+            pauses.append(out["pause_us"] / 1000)
         answer.append(wait_exec(name, t0) * 1000)
         customize.append(customized_ms(name))
         vmfork("kill", name)
         log(f"{prefix}{i + 1}: answered after {answer[-1]:.0f} ms, customized after "
             f"{customize[-1]} ms")
     return summary(answer), summary(customize)
+
+
+def disk_fork_pauses(size, repeat, mem):
+    """The parent's pause at forks of a VM with a disk of size bytes that wrote 1 MiB to
+    it since its last fork (its layer is frozen and a new one started each time)."""
+    img = os.path.join(RUNTIME, f"disk-{size >> 30}g.img")
+    with open(img, "wb") as f:
+        f.truncate(size)
+    name = f"disk{size >> 30}g"
+    t0 = time.monotonic()
+    vmfork("run", "--linux", "--name", name, "--mem", mem, "--disk", img)
+    wait_exec(name, t0)
+    pauses = []
+    for i in range(repeat):
+        vmfork("exec", name, "--", "dd", "if=/dev/urandom", "of=/dev/vda", "bs=64k", "count=16",
+               f"seek={i * 16}", "conv=fsync")
+        out = json.loads(vmfork("fork", name, "--name-prefix", name + "-", "--json").stdout)
+        pauses.append(out["pause_us"] / 1000)
+        vmfork("kill", out["clones"][0]["name"])
+    vmfork("kill", name)
+    os.unlink(img)
+    log(f"{name}: fork pauses {[round(p, 1) for p in pauses]} ms")
+    return summary(pauses)
 
 
 def find(tree, key):
@@ -127,7 +154,10 @@ def main():
         results["fresh_boot"] = summary(boots)
         parent = f"boot{a.boots}"
         customized_ms(parent)
-        results["live"], results["live_customize"] = fork_series(parent, "live-", a.repeat)
+        live_pauses = []
+        results["live"], results["live_customize"] = fork_series(parent, "live-", a.repeat,
+                                                                 live_pauses)
+        results["live_pause"] = summary(live_pauses)
         vmfork("fork", parent, "--template", "--name-prefix", "t0-")
         vmfork("kill", "t0-1")
         results["template"], results["template_customize"] = fork_series(parent, "tpl-",
@@ -140,6 +170,10 @@ def main():
                              "resident_bytes": separate}
         dmesg = vmfork("exec", "idle-1", "--", "dmesg", check=False).stdout
         results["reseed_line"] = next((ln for ln in dmesg.splitlines() if RESEED in ln), None)
+        vmfork("kill", "--all")
+        for gib in (1, 8):
+            results[f"disk_{gib}g_pause"] = disk_fork_pauses(gib << 30, min(a.repeat, 5),
+                                                             a.mem)
     finally:
         subprocess.run([VMFORK, "kill", "--all"], env=ENV, capture_output=True, timeout=TIMEOUT)
     boot = results["fresh_boot"]["median"]
@@ -160,6 +194,10 @@ def main():
               f"held, {m['resident_bytes'] >> 20} MiB as separate guests "
               f"({m['resident_bytes'] / m['module_bytes']:.1f}x less)")
     print(f"a clone's kernel log: {results['reseed_line']}")
+    print("parent's pause at a live fork (median ms): no disk "
+          f"{results['live_pause']['median']:.1f}, with a disk written 1 MiB since the last "
+          f"fork: 1 GiB {results['disk_1g_pause']['median']:.1f}, "
+          f"8 GiB {results['disk_8g_pause']['median']:.1f}")
     if a.out:
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "linux.json"), "w") as f:
