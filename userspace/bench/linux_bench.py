@@ -31,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.realpath(__file__))
 VMFORK = os.environ.get("VMFORK_BIN", os.path.join(HERE, "..", "..", "build", "bin", "vmfork"))
 RUNTIME = tempfile.mkdtemp(prefix="vmfork-linux-bench.")
-ENV = dict(os.environ, VMFORK_RUNTIME_DIR=RUNTIME)
+ENV = dict(os.environ, VMFORK_RUNTIME_DIR=RUNTIME, VMFORK_DISK_DIR=RUNTIME)
 TIMEOUT = 180
 RESEED = "crng reseeded due to virtual machine fork"
 
