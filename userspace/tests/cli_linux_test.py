@@ -224,6 +224,22 @@ def _():
     vmfork("reset", "dk-1")
     assert disk_read("dk-1", 16) == ""
     assert disk_read("dk-1-1", 16) == "C1"
+    # Writes in flight at the fork: a loop writes its counter to sector 600 (O_DIRECT),
+    # then to memory. In every clone, as in the parent, the disk holds the counter in
+    # memory or the next one (written, not yet noted): never an older one.
+    vmfork("console", "-i", "lx", stdin_text="i=0; while [ $i -lt 3000 ]; do i=$((i+1)); "
+           "printf '%-512s' $i | dd of=/dev/vda bs=512 seek=600 oflag=direct conv=notrunc "
+           "2>/dev/null && echo $i >/tmp/last; done & echo $! >/tmp/loop.pid\n")
+    wait_for("the write loop", lambda: exec_in("lx", "cat", "/tmp/last").returncode == 0,
+             evidence="lx")
+    vmfork("fork", "lx", "-n", "2", "--name-prefix", "io-")
+    for name in ("io-1", "io-2", "lx"):
+        p = exec_in(name, "sh", "-c", "kill $(cat /tmp/loop.pid); sleep 0.5; cat /tmp/last; "
+                    "dd if=/dev/vda bs=512 skip=600 count=1 iflag=direct 2>/dev/null")
+        assert p.returncode == 0, (name, p)
+        noted, on_disk = int(p.stdout.split()[0]), int(p.stdout.split()[1])
+        assert on_disk in (noted, noted + 1), (name, noted, on_disk)
+    vmfork("kill", "io-1", "io-2")
     # 10 clones of the 1 GiB disk each write 1 MiB: about 10 MiB more disk, not 10 GiB.
     vmfork("fork", "lx", "-n", "10", "--name-prefix", "sp-")
     for i in range(1, 11):
