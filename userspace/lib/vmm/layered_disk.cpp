@@ -138,6 +138,7 @@ LayeredDisk::LayeredDisk(std::shared_ptr<RawDisk> base,
       top_(DiskLayer::create(dir, base_->size())), dir_(std::move(dir)) {}
 
 void LayeredDisk::read_below(std::uint64_t b, std::uint64_t off, std::span<std::byte> out) const {
+    // Topmost first. NOLINTNEXTLINE(modernize-loop-convert): in reverse.
     for (auto it = frozen_.rbegin(); it != frozen_.rend(); ++it) {
         if ((*it)->has(b)) {
             (*it)->read(b, off, out);

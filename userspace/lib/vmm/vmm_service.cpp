@@ -62,6 +62,7 @@ std::vector<std::shared_ptr<DiskImage>> open_disks(const LaunchSpec& spec, const
         }
         auto base = std::make_shared<RawDisk>(d.path, true);
         std::vector<std::shared_ptr<DiskLayer>> layers;
+        layers.reserve(fds.size());
         for (auto& fd : fds) {
             layers.push_back(DiskLayer::open_frozen(std::move(fd), base->size()));
         }

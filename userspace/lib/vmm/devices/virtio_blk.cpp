@@ -4,6 +4,7 @@
 #include "vmfork/vmm/devices/virtio_blk.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <linux/virtio_blk.h>
 #include <linux/virtio_ring.h>
@@ -288,10 +289,10 @@ std::uint32_t VirtioBlk::serve(const Virtqueue::Chain& chain) {
             disk_->flush();
             return finish(VIRTIO_BLK_S_OK, 0);
         case VIRTIO_BLK_T_GET_ID: {
-            char id[id_bytes] = {};
-            std::memcpy(id, serial_.data(), std::min<std::size_t>(serial_.size(), id_bytes));
+            std::array<char, id_bytes> id{};
+            std::memcpy(id.data(), serial_.data(), std::min<std::size_t>(serial_.size(), id_bytes));
             const auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(status_at, id_bytes));
-            out.copy_in(0, id, n);
+            out.copy_in(0, id.data(), n);
             return finish(VIRTIO_BLK_S_OK, n);
         }
         default:
