@@ -112,6 +112,9 @@ def _():
     wait_for("the guest's ticker", lambda: max(ticks("lx"), default=0) >= 2, evidence="lx")
     answers("lx", 2, 3)
     clean("lx")
+    # Before lx's first fork its disk is the image itself (the disk test looks).
+    wait_for("lx's agent", lambda: exec_in("lx", "true").returncode == 0, evidence="lx")
+    disk_write("lx", 4, "B0")
 
 
 @ktap.test("fork -n 2: each clone's processes go on from the fork and its console answers")
@@ -201,29 +204,34 @@ def _():
     vmfork("fork", "lx", "-n", "2", "--name-prefix", "dk-")
     disk_write("dk-1", 16, "C1")
     disk_write("lx", 8, "P2")  # after the fork: the parent's own
-    assert (disk_read("dk-1", 8), disk_read("dk-2", 8)) == ("P1", "P1")
-    assert (disk_read("dk-2", 16), disk_read("lx", 16)) == ("", ""), "a clone's write leaked"
-    assert disk_read("lx", 8) == "P2"
-    # The image keeps what the parent wrote before its first fork, nothing after.
+    got = (disk_read("dk-1", 8), disk_read("dk-2", 8), disk_read("dk-1", 4))
+    assert got == ("P1", "P1", "B0"), f"the clones' disks at the fork: {got}"
+    got = (disk_read("dk-2", 16), disk_read("lx", 16))
+    assert got == ("", ""), f"a clone's write leaked: {got}"
+    assert disk_read("lx", 8) == "P2", "the parent lost its own write"
+    # The image keeps what lx wrote before its first fork (in an earlier test), nothing
+    # written after it, by lx or a clone.
     with open(DISK, "rb") as f:
-        f.seek(8 * 512)
-        assert f.read(2) == b"P1"
-        f.seek(16 * 512)
-        assert f.read(2) == b"\0\0"
+        image = f.read(32 * 512)
+    got = [image[s * 512:s * 512 + 2] for s in (4, 8, 16)]
+    assert got == [b"B0", b"\0\0", b"\0\0"], f"the image's sectors 4, 8, 16: {got}"
     # Generation 2 sees its parent's disk at its fork; its writes stay its own.
     vmfork("fork", "dk-1", "--name-prefix", "dk-1-")
-    assert (disk_read("dk-1-1", 8), disk_read("dk-1-1", 16)) == ("P1", "C1")
+    got = (disk_read("dk-1-1", 8), disk_read("dk-1-1", 16))
+    assert got == ("P1", "C1"), f"generation 2's disk: {got}"
     disk_write("dk-1-1", 24, "G1")
-    assert disk_read("dk-1", 24) == ""
+    assert disk_read("dk-1", 24) == "", "a grandchild's write leaked to its parent"
     d = ls()["dk-1-1"]["disks"][0]
-    assert d["layers"] == 1 and d["private_blocks"] >= 1 and d["shared_blocks"] >= 1, d
+    # lx's layer (frozen at dk-'s fork) and dk-1's (frozen at this one): both share them.
+    assert d["layers"] == ls()["dk-1"]["disks"][0]["layers"] == 2, d
+    assert d["private_blocks"] >= 1 and d["shared_blocks"] >= 2, d
     assert d["failed_requests"] == 0, d
     row = [ln.split() for ln in vmfork("stats").stdout.splitlines() if ln.startswith("dk-1-1 ")]
     assert row and row[0][-2] != "-" and row[0][-1] != "-", row  # DISK PRIVATE, DISK SHARED
     # A reset takes dk-1's disk back to its fork point; its clone keeps what it saw.
     vmfork("reset", "dk-1")
-    assert disk_read("dk-1", 16) == ""
-    assert disk_read("dk-1-1", 16) == "C1"
+    assert disk_read("dk-1", 16) == "", "a reset clone's disk is back at its fork point"
+    assert disk_read("dk-1-1", 16) == "C1", "its clone keeps what it saw"
     # Writes in flight at the fork: a loop writes its counter to sector 600 (O_DIRECT),
     # then to memory. In every clone, as in the parent, the disk holds the counter in
     # memory or the next one (written, not yet noted): never an older one.
