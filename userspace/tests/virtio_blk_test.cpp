@@ -317,6 +317,9 @@ TEST_F(VirtioBlkTest, PauseHoldsRequestsAndTheSavedStateGoesOnInAnotherDevice) {
     drv->kick();
     ASSERT_TRUE(drv->wait_used(1));
     dev->pause();
+    // Paused means signalled too: the interrupt is in the state a fork captures.
+    EXPECT_TRUE(irq.high());
+    EXPECT_NE(drv->rd(0x060) & VirtioMmio::int_vring, 0U);
     // Made available while paused (as if at the fork instant): not served here.
     drv->post(VIRTIO_BLK_T_OUT, 1, 512, false, pattern(512, 2));
     drv->kick();

@@ -140,7 +140,9 @@ void VirtioBlk::reset_device() {
 void VirtioBlk::pause() {
     paused_ = true;
     std::unique_lock lock(io_mu_);
-    wait_idle(lock);
+    // And the interrupt of the last requests raised: the transport's state and the
+    // irqchip that a capture saves have it, in the parent and in every clone.
+    io_cv_.wait(lock, [this] { return !busy_ && !irq_pending_; });
 }
 
 void VirtioBlk::resume() {
@@ -214,9 +216,12 @@ void VirtioBlk::io_thread() {
         if (!broken.empty()) {
             queue_ = {}; // no more requests until the driver resets the device
         }
+        const bool signal = used || !broken.empty();
+        irq_pending_ = signal;
         io_cv_.notify_all();
-        if (used || !broken.empty()) {
-            // Not under io_mu_ (mu_ comes first); a reset meanwhile drops the interrupt.
+        if (signal) {
+            // Not under io_mu_ (mu_ comes first): a reset, which holds mu_ and waits for
+            // !busy_ only, may come in between; it drops the interrupt.
             lock.unlock();
             {
                 const std::lock_guard reg(mu_);
@@ -230,6 +235,8 @@ void VirtioBlk::io_thread() {
                 }
             }
             lock.lock();
+            irq_pending_ = false;
+            io_cv_.notify_all();
         }
     }
 }

@@ -21,9 +21,9 @@ namespace vmfork {
 // host I/O error is an I/O error for the guest, never an error of the VMM; a
 // malformed descriptor chain sets DEVICE_NEEDS_RESET.
 //
-// pause() returns when no request is in flight: nothing this device does touches
-// guest memory or the disk until resume(), so a VM_FORK in between sees the memory
-// and the disk of the same instant. The saved state is where the device was in the
+// pause() returns when no request is in flight and the last completions are
+// signalled: nothing this device does touches guest memory, the disk or the
+// interrupt until resume(), so a VM_FORK in between sees them all at one instant. The saved state is where the device was in the
 // available ring; requests the driver made available but the device had not taken
 // yet are taken by the restored device (in a clone, on the clone's disk).
 //
@@ -86,6 +86,7 @@ private:
     std::uint64_t generation_ = 0;  // bumped on reset: a late interrupt is dropped
     bool kicked_ = false;
     bool busy_ = false;
+    bool irq_pending_ = false; // used buffers not yet signalled (pause() waits for it)
     bool stop_ = false;
     std::atomic<bool> paused_{false};
     std::atomic<std::uint64_t> requests_{0};
