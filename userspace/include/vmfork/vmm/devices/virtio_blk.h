@@ -23,9 +23,10 @@ namespace vmfork {
 //
 // pause() returns when no request is in flight and the last completions are
 // signalled: nothing this device does touches guest memory, the disk or the
-// interrupt until resume(), so a VM_FORK in between sees them all at one instant. The saved state is where the device was in the
-// available ring; requests the driver made available but the device had not taken
-// yet are taken by the restored device (in a clone, on the clone's disk).
+// interrupt until resume(), so a VM_FORK in between sees them all at one instant.
+// The saved state is where the device was in the available ring; requests the
+// driver made available but the device had not taken yet are taken by the restored
+// device (in a clone, on the clone's disk).
 //
 // Locking: VirtioMmio's mu_ guards the registers; io_mu_ guards the I/O thread's
 // hand-over (queue_, the flags). Order mu_ then io_mu_; the I/O thread holds neither
