@@ -25,7 +25,8 @@ Exits 1 if anything failed. Usually run inside the VM:
   -x TEST   also run TEST, any executable with the kselftest TAP output above
             (e.g. userspace/tests/cli_vm_test.py, the CLI end to end)
   -g BIN    also run GoogleTest binary BIN (e.g. build/userspace/vmfork_vm_tests) and
-            count its tests from its XML report (disabled tests count as skipped)
+            count its tests from its XML report (disabled tests count as skipped);
+            VMFORK_GTEST_FILTER, if set, is its --gtest_filter
 USAGE
 }
 
@@ -102,7 +103,8 @@ for bin in "${gtests[@]+"${gtests[@]}"}"; do
 	echo "# gtest: $name"
 	rc=0
 	rm -f "$xml"
-	timeout -k 10 "$per_binary_timeout" "$bin" --gtest_output="xml:$xml" </dev/null 2>&1 || rc=$?
+	timeout -k 10 "$per_binary_timeout" "$bin" --gtest_output="xml:$xml" \
+		${VMFORK_GTEST_FILTER:+"--gtest_filter=$VMFORK_GTEST_FILTER"} </dev/null 2>&1 || rc=$?
 	suite=$(tr '\n\t' '  ' <"$xml" 2>/dev/null | grep -o '<testsuites [^>]*>' | head -n1 || true)
 	if [ -z "$suite" ]; then
 		echo "# $name: exit status $rc, no XML report (crashed or timed out?): counted as one failure"
