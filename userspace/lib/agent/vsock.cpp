@@ -63,9 +63,9 @@ int try_connect(std::uint32_t cid, std::uint32_t port, Clock::time_point deadlin
 // Errors of a guest whose agent is not there yet: refused (no listener), reset (a
 // clone's transport reset), ENODEV (vhost has no device for the CID until the guest's
 // driver starts it), EPROTO (an answer from the transport's state before the reset),
-// ETIMEDOUT (the kernel's own 2 s connect timeout: a clone just restored under nested
-// TCG did not answer a request in time, seen in CI on 6.1; the caller's deadline
-// still bounds the retries).
+// ETIMEDOUT (no answer within the attempt's time: a request that reached a clone
+// before its driver took the new CID is dropped there, unanswered; seen in CI on 6.1;
+// the caller's deadline still bounds the retries).
 bool transient(int err) {
     return err == ECONNREFUSED || err == ECONNRESET || err == ENODEV || err == EPROTO ||
            err == EHOSTUNREACH || err == ETIMEDOUT;
@@ -76,13 +76,17 @@ bool transient(int err) {
 UniqueFd connect_vsock(std::uint32_t cid, std::uint32_t port, Clock::time_point deadline,
                        const std::function<bool()>& cancelled) {
     int err = ETIMEDOUT;
+    // Short attempts first: a dropped request would otherwise cost the kernel's 2 s
+    // connect timeout (measured: a clone's customization took 2.1 s instead of 0.3 s).
+    auto attempt = std::chrono::milliseconds(250);
     for (;;) {
         if (cancelled && cancelled()) {
             err = ECANCELED;
             break;
         }
         UniqueFd fd;
-        err = try_connect(cid, port, deadline, fd);
+        err = try_connect(cid, port, std::min(deadline, Clock::now() + attempt), fd);
+        attempt = std::min(attempt * 2, std::chrono::milliseconds(2000));
         if (err == 0) {
             return fd;
         }
