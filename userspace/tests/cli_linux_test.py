@@ -27,11 +27,11 @@ DISK_DIR = tempfile.mkdtemp(prefix="vmfork-cli-linux-test-disks.")
 ENV = dict(os.environ, VMFORK_RUNTIME_DIR=RUNTIME, VMFORK_DISK_DIR=DISK_DIR)
 DISK = os.path.join(RUNTIME, "disk.img")  # lx's vda: 1 GiB, sparse, "BASE..." in sector 0
 TIMEOUT = 120  # a nested Linux boot takes 13-20 s under TCG; every wait is bounded
+# Of the clocksource watchdog: its verdict, not its "read-back delay" notice (a slow
+# nested guest prints that without any clock problem).
 BAD = re.compile(r"BUG:|WARNING:|Oops|soft lockup|rcu.*stall|Kernel panic|hung_task|"
                  r"Call Trace|Marking clocksource .* as unstable|"
                  r"TSC unstable due to clocksource watchdog")
-# Of the clocksource watchdog: its verdict, not its "read-back delay" notice (a slow
-# nested guest prints that without any clock problem).
 TICK = re.compile(r"vmfork-guest: tick (\d+)")
 RESEED = "crng reseeded due to virtual machine fork"
 consoles = {}  # every VM seen: its last console text, scanned at the end
