@@ -253,8 +253,8 @@ void reap_children() {
         }
         sockaddr_vm peer{};
         socklen_t peer_len = sizeof(peer);
-        UniqueFd conn(::accept4(server.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len,
-                                SOCK_CLOEXEC));
+        UniqueFd conn(
+            ::accept4(server.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len, SOCK_CLOEXEC));
         if (!conn) {
             if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
                 log("accept: " + std::string(std::strerror(errno)));

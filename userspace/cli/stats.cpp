@@ -170,10 +170,9 @@ json sample_json(const Sample& s, const std::map<std::uint64_t, double>* rates) 
 }
 
 void print_sample(const Sample& s, const std::map<std::uint64_t, double>* rates) {
-    std::vector<std::vector<std::string>> rows = {{"NAME", "OBJECT", "PARENT", "DEPTH", "SIZE",
-                                                   "RESIDENT", "SHARED", "PRIVATE", "SHARED%",
-                                                   "COW", "FORKS", "RESETS", "DISK PRIVATE",
-                                                   "DISK SHARED"}};
+    std::vector<std::vector<std::string>> rows = {
+        {"NAME", "OBJECT", "PARENT", "DEPTH", "SIZE", "RESIDENT", "SHARED", "PRIVATE", "SHARED%",
+         "COW", "FORKS", "RESETS", "DISK PRIVATE", "DISK SHARED"}};
     if (rates != nullptr) {
         rows[0].insert(rows[0].begin() + 10, "COW/s");
     }
@@ -193,8 +192,8 @@ void print_sample(const Sample& s, const std::map<std::uint64_t, double>* rates)
         // The VM's disks (linked-clone views): blocks of its own, blocks in layers it
         // shares; "-" without a disk.
         const auto vm = s.vm_of.find(o.id);
-        const json disks = vm == s.vm_of.end() ? json::array()
-                                                : vm->second.value("disks", json::array());
+        const json disks =
+            vm == s.vm_of.end() ? json::array() : vm->second.value("disks", json::array());
         std::uint64_t own = 0;
         std::uint64_t shared = 0;
         for (const auto& d : disks) {

@@ -43,9 +43,9 @@ RawDisk::RawDisk(const std::string& path, bool read_only) : path_(path), read_on
     }
     if (::flock(fd_.get(), (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK) {
-            throw SystemError(EBUSY, "disk " + path + " is in use by another VM" +
-                                         (read_only ? " that writes to it"
-                                                    : " (add ,ro to share it read-only)"));
+            throw SystemError(
+                EBUSY, "disk " + path + " is in use by another VM" +
+                           (read_only ? " that writes to it" : " (add ,ro to share it read-only)"));
         }
         throw SystemError::from_errno("flock of disk " + path);
     }
