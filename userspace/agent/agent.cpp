@@ -343,10 +343,14 @@ void reset_signals_in_child() {
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
 }
 
+void write_or_ignore(int fd, const void* data, std::size_t len) {
+    [[maybe_unused]] const ssize_t n = ::write(fd, data, len);
+}
+
 void log(const std::string& text) {
     const std::string line = "vmfork-agent[" + std::to_string(::getpid()) + "]: " + text + "\n";
     // One write, so that lines of concurrent connections do not interleave.
-    static_cast<void>(::write(STDERR_FILENO, line.data(), line.size()));
+    write_or_ignore(STDERR_FILENO, line.data(), line.size());
 }
 
 } // namespace vmfork::agent

@@ -6,6 +6,7 @@
 // handler owns the connection until it has sent its last message.
 
 #include <chrono>
+#include <cstddef>
 #include <string>
 #include <sys/types.h>
 
@@ -70,6 +71,10 @@ Pipe make_pipe();
 // The child side of a fork: default signal handling and an empty signal mask, as a
 // program run by a shell expects (the agent ignores SIGPIPE, and exec keeps that).
 void reset_signals_in_child();
+
+// write(2) where a failure has nowhere left to be reported (a child about to exit, the
+// log itself).
+void write_or_ignore(int fd, const void* data, std::size_t len);
 
 // Writes a line "vmfork-agent: <text>" to stderr (the journal under systemd).
 void log(const std::string& text);

@@ -57,12 +57,12 @@ void set_nonblocking(int fd) {
     if (::dup2(in, STDIN_FILENO) < 0 || ::dup2(out, STDOUT_FILENO) < 0 ||
         ::dup2(err, STDERR_FILENO) < 0) {
         const ExecFailure failure{1, errno};
-        static_cast<void>(::write(status, &failure, sizeof(failure)));
+        write_or_ignore(status, &failure, sizeof(failure));
         ::_exit(127);
     }
     if (request.cwd && ::chdir(request.cwd->c_str()) != 0) {
         const ExecFailure failure{0, errno};
-        static_cast<void>(::write(status, &failure, sizeof(failure)));
+        write_or_ignore(status, &failure, sizeof(failure));
         ::_exit(127);
     }
     for (const auto& [key, value] : request.env) {
@@ -76,7 +76,7 @@ void set_nonblocking(int fd) {
     argv.push_back(nullptr);
     ::execvp(argv[0], argv.data());
     const ExecFailure failure{1, errno};
-    static_cast<void>(::write(status, &failure, sizeof(failure)));
+    write_or_ignore(status, &failure, sizeof(failure));
     ::_exit(127);
 }
 

@@ -200,7 +200,7 @@ std::vector<std::string> list_hooks(const std::string& dir, std::error_code& err
     ::setenv("VMFORK_ID", identity.id.c_str(), 1);
     ::execl(path.c_str(), path.c_str(), static_cast<char*>(nullptr));
     const std::string text = "cannot run " + path + ": " + std::strerror(errno) + "\n";
-    static_cast<void>(::write(STDERR_FILENO, text.data(), text.size()));
+    write_or_ignore(STDERR_FILENO, text.data(), text.size());
     ::_exit(126);
 }
 
