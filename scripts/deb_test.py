@@ -20,6 +20,7 @@ import grp
 import os
 import pwd
 import re
+import select
 import socket
 import stat
 import subprocess
@@ -235,21 +236,19 @@ def _():
     proc = subprocess.Popen([agent, "--vsock-port", str(port)], stderr=subprocess.PIPE,
                             text=True)
     try:
-        got = None
-        for _ in range(50):
-            s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
-            s.settimeout(10)
-            try:
-                s.connect((1, port))  # VMADDR_CID_LOCAL
-                got = s.recv(64)
-                break
-            except ConnectionResetError:
-                got = b""
-                break
-            except OSError:  # not listening yet
-                time.sleep(0.1)
-            finally:
-                s.close()
+        # Listening once it says so (before that, 6.12's loopback resets a connect).
+        ready, _, _ = select.select([proc.stderr], [], [], 10)
+        first = proc.stderr.readline() if ready else ""
+        assert "listening on vsock port" in first, f"the agent did not start: {first!r}"
+        s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        s.settimeout(10)
+        try:
+            s.connect((1, port))  # VMADDR_CID_LOCAL
+            got = s.recv(64)
+        except ConnectionResetError:
+            got = b""
+        finally:
+            s.close()
         assert got == b"", f"a loopback connection got {got!r}: only the host may connect"
     finally:
         proc.terminate()
