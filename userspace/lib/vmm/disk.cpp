@@ -13,6 +13,42 @@
 
 namespace vmfork {
 
+void pread_all(int fd, void* buf, std::size_t len, std::uint64_t off, const std::string& what) {
+    auto* p = static_cast<std::byte*>(buf);
+    while (len > 0) {
+        const ssize_t n = ::pread(fd, p, len, static_cast<off_t>(off));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            throw SystemError::from_errno("read of " + what);
+        }
+        if (n == 0) {
+            throw SystemError(EIO, "read of " + what + ": end of file (did it shrink?)");
+        }
+        p += n;
+        off += static_cast<std::uint64_t>(n);
+        len -= static_cast<std::size_t>(n);
+    }
+}
+
+void pwrite_all(int fd, const void* buf, std::size_t len, std::uint64_t off,
+                const std::string& what) {
+    const auto* p = static_cast<const std::byte*>(buf);
+    while (len > 0) {
+        const ssize_t n = ::pwrite(fd, p, len, static_cast<off_t>(off));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            throw SystemError(n < 0 ? errno : EIO, "write of " + what);
+        }
+        p += n;
+        off += static_cast<std::uint64_t>(n);
+        len -= static_cast<std::size_t>(n);
+    }
+}
+
 RawDisk::RawDisk(const std::string& path, bool read_only) : path_(path), read_only_(read_only) {
     fd_ = UniqueFd(::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
     if (!fd_) {
@@ -67,39 +103,14 @@ std::shared_ptr<RawDisk> RawDisk::read_only_view() const {
 }
 
 void RawDisk::read(std::uint64_t offset, std::span<std::byte> out) {
-    std::size_t done = 0;
-    while (done < out.size()) {
-        const ssize_t n = ::pread(fd_.get(), out.data() + done, out.size() - done,
-                                  static_cast<off_t>(offset + done));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            throw SystemError::from_errno("read of disk " + path_);
-        }
-        if (n == 0) {
-            throw SystemError(EIO, "disk " + path_ + " shrank under the VM");
-        }
-        done += static_cast<std::size_t>(n);
-    }
+    pread_all(fd_.get(), out.data(), out.size(), offset, "disk " + path_);
 }
 
 void RawDisk::write(std::uint64_t offset, std::span<const std::byte> in) {
     if (read_only_) {
         throw SystemError(EROFS, "disk " + path_ + " is read-only");
     }
-    std::size_t done = 0;
-    while (done < in.size()) {
-        const ssize_t n = ::pwrite(fd_.get(), in.data() + done, in.size() - done,
-                                   static_cast<off_t>(offset + done));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            throw SystemError(n < 0 ? errno : EIO, "write of disk " + path_);
-        }
-        done += static_cast<std::size_t>(n);
-    }
+    pwrite_all(fd_.get(), in.data(), in.size(), offset, "disk " + path_);
 }
 
 void RawDisk::flush() {

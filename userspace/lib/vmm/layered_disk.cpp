@@ -23,38 +23,6 @@ struct MapHeader {
     std::uint64_t count;
 };
 
-void pread_all(int fd, void* buf, std::size_t len, std::uint64_t off, const char* what) {
-    auto* p = static_cast<std::byte*>(buf);
-    while (len > 0) {
-        const ssize_t n = ::pread(fd, p, len, static_cast<off_t>(off));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            throw SystemError(n < 0 ? errno : EIO, std::string("read of ") + what);
-        }
-        p += n;
-        off += static_cast<std::uint64_t>(n);
-        len -= static_cast<std::size_t>(n);
-    }
-}
-
-void pwrite_all(int fd, const void* buf, std::size_t len, std::uint64_t off, const char* what) {
-    const auto* p = static_cast<const std::byte*>(buf);
-    while (len > 0) {
-        const ssize_t n = ::pwrite(fd, p, len, static_cast<off_t>(off));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            throw SystemError(n < 0 ? errno : EIO, std::string("write of ") + what);
-        }
-        p += n;
-        off += static_cast<std::uint64_t>(n);
-        len -= static_cast<std::size_t>(n);
-    }
-}
-
 std::uint64_t blocks_of(std::uint64_t size) {
     return (size + DiskLayer::block - 1) / DiskLayer::block;
 }

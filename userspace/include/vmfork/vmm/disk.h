@@ -11,6 +11,12 @@
 
 namespace vmfork {
 
+// All of [off, off + len) of fd, retrying short transfers and EINTR. Throws SystemError
+// with the errno, or EIO at the end of the file; what names the file in the message.
+void pread_all(int fd, void* buf, std::size_t len, std::uint64_t off, const std::string& what);
+void pwrite_all(int fd, const void* buf, std::size_t len, std::uint64_t off,
+                const std::string& what);
+
 // A disk as a guest sees it: a fixed number of bytes (a multiple of 512) to read,
 // write and flush. Errors throw SystemError with the errno of the host's I/O; the
 // device turns them into an I/O error for the guest.
