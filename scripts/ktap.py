@@ -14,6 +14,7 @@ It also holds what several of those tests do with long-running tools (vmfork-tra
 bpftrace): start one until its banner, stop it with SIGINT, log its output, and run
 selftests/vmfork/trace_workload.
 """
+import os
 import re
 import signal
 import subprocess
@@ -38,14 +39,32 @@ def skip_all(reason):
     sys.exit(4)
 
 
+def _selected():
+    """VMFORK_KTAP_ONLY="1,4" (for debugging one test): the numbers of the tests to run;
+    the others are reported as skipped. Tests that later ones need (the first, which
+    boots) must be listed too."""
+    only = os.environ.get("VMFORK_KTAP_ONLY", "")
+    if not only:
+        return None
+    try:
+        return {int(n) for n in only.split(",")}
+    except ValueError:
+        sys.exit(f"ktap: VMFORK_KTAP_ONLY={only!r}: expected test numbers, like 1,4")
+
+
 def main(cleanup=None, max_lines=40):
     """Runs every test (one failure does not stop the others), then cleanup();
     prints the plan, a line per test, a failure's first max_lines lines as
     comments and the Totals line. Returns the exit status."""
+    selected = _selected()
     print("TAP version 13")
     print(f"1..{len(_tests)}")
-    passed = failed = 0
+    passed = failed = skipped = 0
     for i, (name, fn) in enumerate(_tests, 1):
+        if selected is not None and i not in selected:
+            print(f"ok {i} {name} # SKIP not in VMFORK_KTAP_ONLY")
+            skipped += 1
+            continue
         try:
             fn()
             print(f"ok {i} {name}")
@@ -59,7 +78,7 @@ def main(cleanup=None, max_lines=40):
         sys.stdout.flush()
     if cleanup:
         cleanup()
-    print(f"# Totals: pass:{passed} fail:{failed} xfail:0 xpass:0 skip:0 error:0")
+    print(f"# Totals: pass:{passed} fail:{failed} xfail:0 xpass:0 skip:{skipped} error:0")
     return 0 if failed == 0 else 1
 
 

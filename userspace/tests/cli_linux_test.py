@@ -76,15 +76,25 @@ def wait_for(what, pred, timeout=TIMEOUT, evidence=None):
         if last:
             return last
         time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (evidence_of(evidence) if evidence else ""))
+
+
+def evidence_of(name):
+    """What a failed check shows of a VM: its state, vCPU errors, customization and
+    console tail."""
     extra = ""
-    if evidence:
-        v = ls().get(evidence)
-        if v is not None:  # a VM in state "error" says why in vcpu_errors
-            extra = (f"\n{evidence}: state {v['state']}, vcpu_errors {v.get('vcpu_errors')}, "
-                     f"customize {v.get('customize')}")
-        extra += "\nconsole tail of " + evidence + ":\n" + "\n".join(
-            console(evidence).splitlines()[-15:])
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
+    v = ls().get(name)
+    if v is not None:  # a VM in state "error" says why in vcpu_errors
+        extra = (f"\n{name}: state {v['state']}, vcpu_errors {v.get('vcpu_errors')}, "
+                 f"customize {v.get('customize')}")
+    try:
+        with open(os.path.join(RUNTIME, name + ".log")) as f:
+            extra += f"\nlog tail of {name}:\n" + "\n".join(f.read().splitlines()[-10:])
+    except OSError as e:
+        extra += f"\nno log of {name}: {e}"
+    return extra + "\nconsole tail of " + name + ":\n" + "\n".join(
+        console(name).splitlines()[-15:])
 
 
 def answers(name, a, b):
@@ -247,7 +257,7 @@ def _():
     for name in ("io-1", "io-2", "lx"):
         p = exec_in(name, "sh", "-c", "kill $(cat /tmp/loop.pid); sleep 0.5; cat /tmp/last; "
                     "dd if=/dev/vda bs=512 skip=600 count=1 iflag=direct 2>/dev/null")
-        assert p.returncode == 0, (name, p)
+        assert p.returncode == 0, f"{name}: {p}{evidence_of(name)}"
         noted, on_disk = int(p.stdout.split()[0]), int(p.stdout.split()[1])
         assert on_disk in (noted, noted + 1), (name, noted, on_disk)
     vmfork("kill", "io-1", "io-2")

@@ -159,6 +159,8 @@ void VcpuRunner::thread_main() {
         } catch (const std::exception& e) {
             const std::scoped_lock lock(mutex_);
             error_ = "vCPU " + std::to_string(vcpu_.id()) + ": " + e.what();
+            // In the VM's log too, when it happens: ls shows it only while the VMM runs.
+            std::fprintf(stderr, "vmfork-vmm: %s\n", error_.c_str());
             state_ = VcpuLifecycle::Exited;
             cv_.notify_all();
             return;
