@@ -382,8 +382,11 @@ elif [ -n "$KO" ] && ! insmod "$KO"; then
 else
 	say "kvm_amd${KO:+ and vmfork} loaded"
 	ready=1
-	# The Linux guests' vsock device (vmfork exec) is backed by vhost-vsock.
+	# The Linux guests' vsock device (vmfork exec) is backed by vhost-vsock, their
+	# network device (--net tap) by vhost-net on a tap.
 	[ -c /dev/vhost-vsock ] || modprobe vhost_vsock || status "modprobe vhost_vsock failed"
+	[ -c /dev/vhost-net ] || modprobe vhost_net || status "modprobe vhost_net failed"
+	[ -c /dev/net/tun ] || modprobe tun || status "modprobe tun failed"
 	# Multi-threaded TCG runs stale int3s after code patching: keep KVM's
 	# apic_sw_disabled static key from flipping (scripts/kvm-pin-keys.py).
 	if [ "$TCG_THREAD" = multi ]; then

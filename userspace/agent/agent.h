@@ -28,6 +28,10 @@ struct Options {
 // process group is killed then.
 void run_exec(int conn, const ExecRequest& request, const Options& options);
 
+// Resets every TCP connection that is not on loopback (SOCK_DESTROY): a clone's are its
+// parent's (connections.cpp).
+StepReport reset_connections();
+
 // Applies identity (received at received, for the clock step) and returns the report.
 IdentityReply apply_identity(const Identity& identity, Clock::time_point received,
                              const Options& options);

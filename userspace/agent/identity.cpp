@@ -6,8 +6,9 @@
 //
 // Order: hostname; the RNG reseed from host entropy *before* anything random is drawn
 // (the machine-id), since right after a clone the guest's RNG state is its parent's
-// until the VMGenID notify has been handled; the machine-id; the clock; then the hooks,
-// which may well need all of the above (a DHCP client sends the hostname).
+// until the VMGenID notify has been handled; the machine-id; the clock; the parent's TCP
+// connections reset; then the hooks, which may well need all of the above (a DHCP
+// client sends the hostname).
 
 #include <algorithm>
 #include <array>
@@ -275,6 +276,7 @@ IdentityReply apply_identity(const Identity& identity, Clock::time_point receive
     reply.steps.push_back(reseed(identity.entropy));
     reply.steps.push_back(new_machine_id(options, identity.entropy));
     reply.steps.push_back(step_clock(identity.time_ns, received, options));
+    reply.steps.push_back(reset_connections());
 
     const std::string dir = under_root(options, "/etc/vmfork/clone.d");
     std::error_code error;

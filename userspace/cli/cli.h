@@ -43,6 +43,8 @@ struct RunOptions {
     std::string append; // added to default_linux_cmdline
     bool no_initrd = false;
     std::vector<std::string> disks; // PATH[,ro], the guest's vda, vdb, ...
+    std::string net = "none";       // tap[,NAME] or none
+    std::string net_address;        // the tap's (host side) ADDR/PREFIX
 };
 
 // What every Linux guest's command line starts with: the console on the 16550A, reboot

@@ -146,6 +146,34 @@ DiskSpec parse_disk_option(const std::string& text) {
     return d;
 }
 
+// --net tap[,NAME] | none, --net-address ADDR/PREFIX.
+NetConfig parse_net_options(const std::string& mode, const std::string& address) {
+    NetConfig net;
+    if (mode == "tap") {
+        net.tap = "vmf%d"; // the kernel picks the first free vmfN
+    } else if (mode.starts_with("tap,")) {
+        net.tap = mode.substr(4);
+        if (net.tap.empty() || net.tap.size() > 15 ||
+            net.tap.find_first_of("/ \t") != std::string::npos) {
+            throw CliError("--net " + mode + ": '" + net.tap +
+                           "' is not an interface name (1 to 15 characters, no '/' or space)");
+        }
+    } else if (mode != "none") {
+        throw CliError("--net " + mode + ": unknown mode: use --net tap[,NAME] or --net none");
+    }
+    if (!address.empty()) {
+        if (net.tap.empty()) {
+            throw CliError("--net-address is the tap's address: give --net tap[,NAME] too");
+        }
+        try {
+            net.host_address = Ipv4Prefix::parse(address);
+        } catch (const SystemError& e) {
+            throw CliError("--net-address " + address + ": " + e.what());
+        }
+    }
+    return net;
+}
+
 LaunchSpec boot_spec(const control::RuntimeDir& dir, const RunOptions& o) {
     check_devices();
     dir.ensure();
@@ -191,6 +219,7 @@ LaunchSpec boot_spec(const control::RuntimeDir& dir, const RunOptions& o) {
         for (const auto& d : o.disks) {
             spec.disks.push_back(parse_disk_option(d));
         }
+        spec.net = parse_net_options(o.net, o.net_address);
         const char* disk_dir = std::getenv("VMFORK_DISK_DIR");
         spec.disk_dir = disk_dir != nullptr && *disk_dir != '\0' ? disk_dir : "/var/tmp";
     } else {

@@ -63,6 +63,17 @@ int run_cli(int argc, char** argv) {
         "repeat for more); clones get a copy-on-write view of it as it was at the fork, in "
         "$VMFORK_DISK_DIR (default /var/tmp); once a VM is forked, its own later writes are "
         "kept in such a view too, not in the image");
+    run_cmd
+        ->add_option(
+            "--net", run.net,
+            "tap[,NAME] | none: a virtio-net device (the guest's eth0) on a tap of this network "
+            "namespace, NAME or the first free vmfN (Linux; needs CAP_NET_ADMIN); each clone gets "
+            "a tap of the same name and address in a network namespace of its own "
+            "(docs/networks.md)")
+        ->capture_default_str();
+    run_cmd->add_option("--net-address", run.net_address,
+                        "ADDR/PREFIX: the tap's address (the host's side), like 172.30.0.1/24; "
+                        "the default guest takes its own from --append vmfork.ip=ADDR/PREFIX");
     run_cmd->add_option("--append", run.append,
                         fmt::format("kernel command line added to \"{}\"", default_linux_cmdline));
 
@@ -194,7 +205,8 @@ int run_cli(int argc, char** argv) {
     try {
         if (*run_cmd) {
             if (!run.kernel.empty() || !run.initrd.empty() || !run.append.empty() ||
-                run.no_initrd || !run.disks.empty()) {
+                run.no_initrd || !run.disks.empty() || run.net != "none" ||
+                !run.net_address.empty()) {
                 run.linux_guest = true;
             }
             if (run.linux_guest) {

@@ -108,8 +108,8 @@ private:
 };
 
 // vmfork-agent listening on <dir>/agent.sock, stopped (and reaped) at the end. With
-// new_uts it runs in a UTS namespace of its own, so that sethostname does not touch the
-// host; unshare_errno says why that failed.
+// new_uts it runs in a UTS and a network namespace of its own, so that sethostname and
+// the reset of TCP connections do not touch the host; unshare_errno says why that failed.
 class AgentProcess {
 public:
     explicit AgentProcess(std::vector<std::string> extra = {}, bool new_uts = false) {
@@ -131,7 +131,7 @@ public:
             // The agent's log goes to a file, not into the test's output.
             const int log = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
             const bool ready = log >= 0 && ::dup2(log, STDERR_FILENO) >= 0 &&
-                               (!new_uts || ::unshare(CLONE_NEWUTS) == 0);
+                               (!new_uts || ::unshare(CLONE_NEWUTS | CLONE_NEWNET) == 0);
             if (ready) {
                 std::vector<char*> argv;
                 argv.reserve(args.size() + 1);
@@ -643,6 +643,13 @@ TEST_F(AgentIdentity, AppliesEveryStepAndRunsTheHooksInOrder) {
     ASSERT_NE(reply.find("clock"), nullptr);
     EXPECT_TRUE(reply.find("clock")->skipped);
     ASSERT_NE(reply.find("entropy"), nullptr); // ok only with CAP_SYS_ADMIN: not checked
+    // The agent's network namespace is new: no connection to reset (the Linux CLI test
+    // resets a real one in clones). Without tcp_diag on this host the step says why.
+    ASSERT_NE(reply.find("connections"), nullptr);
+    const StepReport& conns = *reply.find("connections");
+    EXPECT_TRUE(conns.ok ? conns.detail.starts_with("reset 0 ")
+                         : conns.detail.find("sock_diag") != std::string::npos)
+        << conns.detail;
     EXPECT_FALSE(reply.ok) << "a failing hook must fail the whole reply";
 
     const std::string new_id = read_file(root() / "etc/machine-id");

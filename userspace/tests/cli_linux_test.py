@@ -8,11 +8,13 @@ guest's ticker (a process that must go on from where it was in every clone, and 
 back at a reset), commands typed through `vmfork console -i`, and no kernel complaint
 on any console. Output: kselftest TAP with a "# Totals" line (run-selftests.sh -x).
 """
+import ctypes
 import json
 import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -478,6 +480,117 @@ def _():
     answers("lx-1", 8, 8)
 
 
+NETNS = "vmfork-cli-linux-test"
+CLONE_NEWNET = 0x40000000
+
+
+def connect_in(netns_path, address, port, timeout=30):
+    """A TCP connection made from network namespace netns_path (the socket stays in it
+    when this thread goes back to its own)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    target = os.open(netns_path, os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {netns_path}")
+        try:
+            return socket.create_connection((address, port), timeout=timeout)
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")
+    finally:
+        os.close(home)
+        os.close(target)
+
+
+def guest_file(name, path):
+    p = exec_in(name, "cat", path)
+    return p.stdout if p.returncode == 0 else None
+
+
+@ktap.test("network: a tap per VM; 2 clones answer at once at the parent's address, each in "
+           "its own namespace; a connection open at the fork is reset in the clones")
+def _():
+    subprocess.run(["ip", "netns", "add", NETNS], check=True)
+    try:
+        # Without CAP_NET_ADMIN: no tap, and the error says why.
+        p = subprocess.run(["setpriv", "--bounding-set", "-net_admin", VMFORK, "run",
+                            *boot_args(), "--name", "nocap", "--net", "tap"], env=ENV,
+                           capture_output=True, text=True, timeout=TIMEOUT,
+                           stdin=subprocess.DEVNULL)
+        assert p.returncode == 1 and "CAP_NET_ADMIN" in p.stderr, p
+        assert "nocap" not in ls()
+        p = subprocess.run(["ip", "netns", "exec", NETNS, VMFORK, "run", *boot_args(),
+                            "--name", "nx", "--mem", "160M", "--net", "tap,vmf-t0",
+                            "--net-address", "172.30.0.1/24", "--append",
+                            "vmfork.ip=172.30.0.2/24"], env=ENV, capture_output=True,
+                           text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p
+        net = ls()["nx"]["net"]
+        assert net["tap"] == "vmf-t0" and net["host_address"] == "172.30.0.1/24", net
+        wait_for("nx's agent", lambda: exec_in("nx", "true").returncode == 0, evidence="nx")
+        p = exec_in("nx", "ping", "-c", "1", "-W", "10", "172.30.0.1")
+        assert p.returncode == 0, f"the guest cannot reach the host: {p}{evidence_of('nx')}"
+        # A connection from the host into the guest, open across the fork.
+        p = exec_in("nx", "sh", "-c", "setsid nc -l -p 7000 </dev/null >/tmp/got 2>&1 & "
+                    "echo $! >/tmp/nc.pid")
+        assert p.returncode == 0, p
+        conn = wait_for("nx's nc to accept", lambda: _try_connect(net["netns"], 7000),
+                        evidence="nx")
+        conn.sendall(b"before\n")
+        wait_for("nx to get 'before'", lambda: guest_file("nx", "/tmp/got") == "before\n",
+                 evidence="nx")
+        vmfork("fork", "nx", "-n", "2", "--name-prefix", "nx-", "--wait-ready")
+        conn.sendall(b"after\n")
+        wait_for("nx to get 'after'", lambda: guest_file("nx", "/tmp/got") == "before\nafter\n",
+                 evidence="nx")
+        nets = {c: ls()[c]["net"] for c in ("nx-1", "nx-2")}
+        for c, n in nets.items():
+            assert n["tap"] == "vmf-t0" and n["host_address"] == "172.30.0.1/24", (c, n)
+            assert n["mac"] == net["mac"], (c, n, net)
+            # The clone's copy of the connection is reset: its nc got an error and ended;
+            # it never got the parent's 'after'.
+            assert guest_file(c, "/tmp/got") == "before\n", (c, guest_file(c, "/tmp/got"))
+            steps = {st["step"]: st for st in ls()[c]["customize"].get("steps", [])}
+            got = steps.get("connections", {})
+            assert got.get("ok") and got.get("detail", "").startswith("reset 1 "), (c, steps)
+            wait_for(f"{c}'s nc to end", lambda c=c: exec_in(
+                c, "sh", "-c", "kill -0 $(cat /tmp/nc.pid)").returncode != 0, evidence=c)
+        assert exec_in("nx", "sh", "-c", "kill -0 $(cat /tmp/nc.pid)").returncode == 0, \
+            "the parent's connection must stay"
+        assert len({net["netns"], *(n["netns"] for n in nets.values())}) == 3
+        assert len({os.stat(n["netns"]).st_ino for n in (net, *nets.values())}) == 3
+        # Both clones at once, at the same address, each from its own namespace: each
+        # answers with its own name.
+        for c in nets:
+            p = exec_in(c, "sh", "-c", "hostname >/tmp/me; setsid nc -l -p 7001 </tmp/me "
+                        ">/dev/null 2>&1 &")
+            assert p.returncode == 0, p
+        socks = {c: wait_for(f"{c}'s nc", lambda c=c: _try_connect(nets[c]["netns"], 7001),
+                             evidence=c) for c in nets}
+        for c, sock in socks.items():
+            got = sock.makefile().readline().strip()
+            sock.close()
+            assert got == c, f"{c} answered {got!r}"
+        conn.close()
+        for c in ("nx", "nx-1", "nx-2"):
+            clean(c)
+        vmfork("kill", "nx", "nx-1", "nx-2")
+        p = subprocess.run(["ip", "-n", NETNS, "link", "show", "vmf-t0"], capture_output=True)
+        assert p.returncode != 0, "nx's tap outlived it"
+    finally:
+        for c in ("nx", "nx-1", "nx-2"):
+            vmfork("kill", c, check=False)
+        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+
+
+def _try_connect(netns_path, port):
+    try:
+        return connect_in(netns_path, "172.30.0.2", port, timeout=5)
+    except OSError:
+        return None
+
+
 @ktap.test("bad Linux boot input: a clear error, exit 1, nothing left behind")
 def _():
     before = sorted(os.listdir(RUNTIME))
@@ -492,7 +605,11 @@ def _():
         ([*B, "--disk", "/nonexistent/d.img"], "--disk /nonexistent/d.img: No such file"),
         ([*B, "--disk", DISK], "is in use by another VM"),  # lx's, the base of its clones
         ([*B, "--disk", odd], "multiple of 512"),
-        ([*B, *["--disk", big + ",ro"] * 8], "at most 7 disks"),
+        ([*B, *["--disk", big + ",ro"] * 7], "at most 6 disks"),
+        ([*B, "--net", "bridge"], "unknown mode"),
+        ([*B, "--net", "tap,a/b"], "not an interface name"),
+        ([*B, "--net-address", "10.0.0.1/24"], "give --net tap"),
+        ([*B, "--net", "tap", "--net-address", "10.0.0.1"], "prefix length"),
         (["--kernel", "/nonexistent/vmlinuz"], "kernel /nonexistent/vmlinuz: No such file"),
         (["--kernel", "/etc/passwd"], "not a Linux bzImage"),
         (["--kernel", "/bin/busybox"], "PVH entry note"),

@@ -109,6 +109,34 @@ TEST(LaunchSpec, DisksRoundTripAndBadOnesAreEinval) {
     EXPECT_EQ(broken([](json& k) { k["platform"] = "builtin"; }), EINVAL);
 }
 
+TEST(LaunchSpec, NetRoundTripsAndBadOnesAreEinval) {
+    LaunchSpec s;
+    s.mode = LaunchSpec::Mode::Clone;
+    s.name = "nx-1";
+    s.runtime_dir = "/tmp/x";
+    s.platform = Platform::Linux;
+    s.parent = "nx";
+    s.net = {"vmf-t0", Ipv4Prefix::parse("172.30.0.1/24")};
+    s.own_netns = true;
+    json j = s.to_json();
+    const LaunchSpec t = LaunchSpec::from_json(j);
+    EXPECT_EQ(t.net.tap, "vmf-t0");
+    EXPECT_EQ(t.net.host_address, Ipv4Prefix::parse("172.30.0.1/24"));
+    EXPECT_TRUE(t.own_netns);
+    s.net = {};
+    s.own_netns = false;
+    EXPECT_EQ(LaunchSpec::from_json(s.to_json()).net.tap, ""); // none
+    auto broken = [&](const std::function<void(json&)>& edit) {
+        json k = j;
+        edit(k);
+        return thrown_errno<SystemError>([&] { (void)LaunchSpec::from_json(k); });
+    };
+    EXPECT_EQ(broken([](json& k) { k["net"]["host_address"] = "172.30.0.1"; }), EINVAL);
+    EXPECT_EQ(broken([](json& k) { k["net"]["tap"] = ""; }), EINVAL); // a namespace, no tap
+    EXPECT_EQ(broken([](json& k) { k["net"] = "vmf-t0"; }), EINVAL);
+    EXPECT_EQ(broken([](json& k) { k["platform"] = "builtin"; }), EINVAL);
+}
+
 TEST(LaunchSpec, MalformedSpecsAreEinval) {
     LaunchSpec s;
     s.name = "a";

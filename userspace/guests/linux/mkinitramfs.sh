@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # The default Linux guest's initramfs: Debian's busybox-static, the programs given
-# (into /bin: vmfork-workload, vmfork-agent), the virtio-mmio and virtio-vsock modules
+# (into /bin: vmfork-workload, vmfork-agent), the virtio-mmio, -blk, -net and -vsock modules
 # of every kernel installed here (/lib/modules/RELEASE, decompressed, with the order
 # to load them in), and an /init that mounts the pseudo filesystems, loads the modules
 # of the running kernel, starts vmfork-agent, says it is up, keeps a ticker running on
@@ -28,10 +28,11 @@ for prog in "$@"; do
 	strip -o "$root/bin/$(basename "$prog")" "$prog"
 done
 
-# The modules virtio-blk and vsock need, in load order (dependencies first), per kernel
-# release.
-mods=(virtio_ring virtio virtio_mmio virtio_blk vsock vmw_vsock_virtio_transport_common
-	vmw_vsock_virtio_transport)
+# The modules virtio-blk, virtio-net and vsock need, in load order (dependencies
+# first), per kernel release.
+# inet_diag and tcp_diag: the agent resets a clone's TCP connections through them.
+mods=(virtio_ring virtio virtio_mmio virtio_blk failover net_failover virtio_net vsock
+	vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport inet_diag tcp_diag)
 for dir in /lib/modules/*/; do
 	rel=$(basename "$dir")
 	[ -f "$dir/modules.dep" ] || continue
@@ -64,6 +65,21 @@ if [ -f "/lib/modules/$(uname -r)/load" ]; then
 	while read -r m; do
 		insmod "/lib/modules/$(uname -r)/$m.ko" || echo "vmfork-guest: insmod $m failed"
 	done <"/lib/modules/$(uname -r)/load"
+fi
+# The network (vmfork run --net): eth0 up, with the address (and gateway) of
+# vmfork.ip=ADDR/PREFIX[,GATEWAY] on the kernel command line.
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+	ip link set eth0 up
+	for arg in $(cat /proc/cmdline); do
+		case $arg in
+		vmfork.ip=*)
+			v=${arg#vmfork.ip=}
+			ip addr add "${v%%,*}" dev eth0 || echo "vmfork-guest: bad $arg"
+			case $v in *,*) ip route add default via "${v#*,}" ;; esac
+			;;
+		esac
+	done
 fi
 if [ -x /bin/vmfork-agent ] && [ -e /dev/vsock ]; then
 	vmfork-agent >/dev/null 2>&1 &

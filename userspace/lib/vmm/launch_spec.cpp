@@ -69,6 +69,31 @@ std::vector<DiskSpec> disks_from(const json& j) {
     return disks;
 }
 
+json net_json(const NetConfig& net, bool own_netns) {
+    return {{"tap", net.tap},
+            {"host_address", net.host_address ? net.host_address->str() : ""},
+            {"own_netns", own_netns}};
+}
+
+void net_from(const json& j, LaunchSpec& s) {
+    if (!j.contains("net")) {
+        return;
+    }
+    const json& n = j.at("net");
+    if (!n.is_object()) {
+        throw SystemError(EINVAL, "launch spec field \"net\": not an object");
+    }
+    s.net.tap = field_or<std::string>(n, "tap", "");
+    if (const auto a = field_or<std::string>(n, "host_address", ""); !a.empty()) {
+        s.net.host_address = Ipv4Prefix::parse(a);
+    }
+    s.own_netns = field_or<bool>(n, "own_netns", false);
+    if (s.net.tap.empty() && (s.net.host_address || s.own_netns)) {
+        throw SystemError(EINVAL, "launch spec field \"net\": an address or namespace without "
+                                  "a tap");
+    }
+}
+
 } // namespace
 
 json LaunchSpec::to_json() const {
@@ -80,6 +105,7 @@ json LaunchSpec::to_json() const {
         {"platform", platform_name(platform)},
         {"disks", disks_json(disks)},
         {"disk_dir", disk_dir},
+        {"net", net_json(net, own_netns)},
     };
     if (mode == Mode::Boot) {
         j["mem_size"] = mem_size;
@@ -128,8 +154,9 @@ LaunchSpec LaunchSpec::from_json(const json& j) {
     s.platform = platform == "linux" ? Platform::Linux : Platform::Builtin;
     s.disks = disks_from(j);
     s.disk_dir = field_or<std::string>(j, "disk_dir", "");
-    if (!s.disks.empty() && s.platform != Platform::Linux) {
-        throw SystemError(EINVAL, "disks are for Linux guests only");
+    net_from(j, s);
+    if ((!s.disks.empty() || !s.net.tap.empty()) && s.platform != Platform::Linux) {
+        throw SystemError(EINVAL, "disks and networks are for Linux guests only");
     }
     if (s.mode == Mode::Boot) {
         s.mem_size = field<std::uint64_t>(j, "mem_size");

@@ -16,6 +16,7 @@
 #include "vmfork/vmm/devices/acpi_pm.h"
 #include "vmfork/vmm/devices/acpi_tables.h"
 #include "vmfork/vmm/devices/i8042.h"
+#include "vmfork/vmm/devices/vhost_net.h"
 #include "vmfork/vmm/devices/vhost_vsock.h"
 #include "vmfork/vmm/devices/virtio_blk.h"
 #include "vmfork/vmm/platform.h"
@@ -146,9 +147,10 @@ void Machine::add_linux_devices(const MachineConfig& config) {
     }
     // Disks from slot 1 on; slot 0 stays vsock's, with or without it, so that a disk's
     // slot (and its interrupt) does not depend on the host.
-    if (config.disks.size() > platform::virtio_mmio_slots - 1) {
-        throw SystemError(EINVAL, "at most " + std::to_string(platform::virtio_mmio_slots - 1) +
-                                      " disks, not " + std::to_string(config.disks.size()));
+    constexpr std::size_t max_disks = platform::net_slot - 1;
+    if (config.disks.size() > max_disks) {
+        throw SystemError(EINVAL, "at most " + std::to_string(max_disks) + " disks, not " +
+                                      std::to_string(config.disks.size()));
     }
     for (std::size_t i = 0; i < config.disks.size(); ++i) {
         const auto slot = static_cast<unsigned>(i + 1);
@@ -161,6 +163,24 @@ void Machine::add_linux_devices(const MachineConfig& config) {
         stateful_.push_back(blk.get());
         irq_lines_.push_back(std::move(irq));
         mmio_devices_.push_back(std::move(blk));
+    }
+    if (!config.net.tap.empty()) {
+        Tap tap(config.net.tap);
+        if (config.net.host_address) {
+            tap.set_address(*config.net.host_address);
+        } else {
+            tap.set_up();
+        }
+        auto irq = std::make_unique<KvmIrqLine>(vm_, platform::virtio_mmio_gsi(platform::net_slot));
+        // A clone's device takes its parent's MAC from the state.
+        auto net =
+            std::make_unique<VhostNet>(*memory_, *irq, std::move(tap), VhostNet::random_mac());
+        net_ = net.get();
+        mmio_.add(platform::virtio_mmio_addr(platform::net_slot), platform::virtio_mmio_slot_size,
+                  net.get());
+        stateful_.push_back(net.get());
+        irq_lines_.push_back(std::move(irq));
+        mmio_devices_.push_back(std::move(net));
     }
 }
 
@@ -271,6 +291,9 @@ std::unique_ptr<Machine> Machine::boot(const Kvm& kvm, MemoryObject memory,
     for (std::size_t i = 0; i < m->disks_.size(); ++i) {
         slots |= static_cast<std::uint8_t>(1U << (i + 1));
     }
+    if (m->net_ != nullptr) {
+        slots |= static_cast<std::uint8_t>(1U << platform::net_slot);
+    }
     if (slots != 0) {
         m->memory_->write<std::uint8_t>(platform::platform_info_addr, slots);
     }
@@ -369,6 +392,9 @@ void Machine::pause() {
     for (auto* d : disks_) {
         d->pause();
     }
+    if (net_ != nullptr) {
+        net_->pause();
+    }
 }
 
 void Machine::resume() {
@@ -377,6 +403,9 @@ void Machine::resume() {
     }
     for (auto* d : disks_) {
         d->resume();
+    }
+    if (net_ != nullptr) {
+        net_->resume();
     }
     for (auto& r : runners_) {
         r->resume();

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <sched.h>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -74,6 +75,13 @@ int vmm_main() {
         install_signals();
         const auto spec =
             LaunchSpec::from_json(nlohmann::json::parse(read_all(launch_fd::spec, 1 << 20)));
+        if (spec.own_netns && ::unshare(CLONE_NEWNET) < 0) {
+            // Before any thread: a namespace is per thread, and the VMM's threads (and
+            // vhost's) inherit this one.
+            throw SystemError::from_errno("a network namespace for " + spec.name +
+                                          "'s tap (a clone of a VM with a "
+                                          "network gets one of its own: that needs CAP_SYS_ADMIN)");
+        }
         std::optional<MemoryObject> memory;
         std::optional<VmState> state;
         if (spec.mode == LaunchSpec::Mode::Clone) {

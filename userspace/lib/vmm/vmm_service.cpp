@@ -11,6 +11,7 @@
 #include "vmfork/system_error.h"
 #include "vmfork/vmm/boot/linux_loader.h"
 #include "vmfork/vmm/boot_loader.h"
+#include "vmfork/vmm/devices/vhost_net.h"
 #include "vmfork/vmm/launcher.h"
 
 namespace vmfork {
@@ -85,6 +86,18 @@ json disks_json(const std::vector<DiskReport>& disks) {
     return a;
 }
 
+json net_json(const Machine& m) {
+    const VhostNet* n = m.net();
+    if (n == nullptr) {
+        return nullptr;
+    }
+    const auto address = n->tap().address();
+    return {{"tap", n->tap().name()},
+            {"mac", VhostNet::mac_string(n->mac())},
+            {"host_address", address ? address->str() : ""},
+            {"netns", "/proc/" + std::to_string(::getpid()) + "/ns/net"}};
+}
+
 UniqueFd truncate_file(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!fd) {
@@ -110,6 +123,7 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
     config.disk_dir = spec.disk_dir.empty() ? "/var/tmp" : spec.disk_dir;
     config.disks = open_disks(spec, config.disk_dir);
     disk_dir_ = config.disk_dir;
+    config.net = spec.net;
     config.serial_path = dir_.console_path(name_);
     config.report_history = report_history;
     // From a vCPU's thread: the guest powered off or asked for a reset; the VMM exits.
@@ -268,6 +282,7 @@ json VmmService::describe() const {
         {"reports", reports},
         {"vcpu_errors", machine_->errors()},
         {"disks", disks_json(machine_->disks())},
+        {"net", net_json(*machine_)},
         {"memory",
          {{"id", st.id},
           {"parent_id", st.parent_id},
@@ -370,6 +385,13 @@ Outcome VmmService::fork(const Request& req) {
         pause_us = us_since(t0);
     }
 
+    // A clone's network: a tap of the same name and host address as this VM's, in a
+    // network namespace of its own (docs/networks.md).
+    std::optional<NetConfig> net;
+    if (const VhostNet* n = machine_->net(); n != nullptr) {
+        net = NetConfig{n->tap().name(), n->tap().address()};
+    }
+
     // Start the clones, each a VMM process of its own.
     const auto blob = state.serialize();
     const UniqueFd state_fd = make_memfd("vmfork-state", blob.data(), blob.size());
@@ -403,6 +425,10 @@ Outcome VmmService::fork(const Request& req) {
                 layer_fds.push_back(layer->fd());
             }
             spec.disks.push_back(std::move(ds));
+        }
+        if (net) {
+            spec.net = *net;
+            spec.own_netns = true; // the scheme of docs/networks.md
         }
         pending.push_back(launch_vmm(exe, spec, &children[i], state_fd.get(),
                                      dir_.path() + "/" + name + ".log", layer_fds));

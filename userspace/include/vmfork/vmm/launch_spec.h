@@ -52,6 +52,10 @@ struct LaunchSpec {
     LinuxGuestSpec linux_guest;
     std::vector<DiskSpec> disks; // the Linux platform's, boot and clone
     std::string disk_dir;        // where linked clones' layers go ("": /var/tmp)
+    NetConfig net;               // the Linux platform's network, boot and clone
+    // The VMM makes a network namespace of its own first, and the tap in it (a clone's:
+    // the same tap name and host address as its parent's, in a namespace of its own).
+    bool own_netns = false;
 
     // Clone.
     std::string parent;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,10 +18,12 @@
 #include "vmfork/vmm/layered_disk.h"
 #include "vmfork/vmm/memory.h"
 #include "vmfork/vmm/report_verifier.h"
+#include "vmfork/vmm/tap.h"
 #include "vmfork/vmm/vcpu_runner.h"
 
 namespace vmfork {
 
+class VhostNet;
 class VhostVsock;
 class VirtioBlk;
 
@@ -32,6 +35,13 @@ class Device;
 // boot protocol and ACPI describe it: a 16550A COM1 on GSI 4 (receive too), an i8042
 // for reboot, the ACPI PM device for poweroff, ACPI tables in the BIOS area.
 enum class Platform { Builtin, Linux };
+
+// A Linux VM's network: a virtio-net device (the guest's eth0, virtio-mmio slot 7) on a
+// tap of the VMM's network namespace.
+struct NetConfig {
+    std::string tap;                        // a name, or a template ("vmf%d"); "": none
+    std::optional<Ipv4Prefix> host_address; // given to the tap (the host's side), if set
+};
 
 struct MachineConfig {
     Platform platform = Platform::Builtin;
@@ -54,6 +64,8 @@ struct MachineConfig {
     // vda, vdb, ...), and where the layers of their linked clones go.
     std::vector<std::shared_ptr<DiskImage>> disks;
     std::string disk_dir = "/var/tmp";
+    // The Linux platform: the network, if any (boot and restore).
+    NetConfig net;
 };
 
 // A disk as clones get it at a fork: its base image and the frozen layers above it.
@@ -170,6 +182,8 @@ public:
     [[nodiscard]] std::uint64_t vsock_cid() const;
     // The vsock device, or nullptr.
     [[nodiscard]] const VhostVsock* vsock() const noexcept { return vsock_; }
+    // The network device, or nullptr.
+    [[nodiscard]] const VhostNet* net() const noexcept { return net_; }
     // Errors of vCPUs that stopped on one, "vCPU N: ..." each.
     [[nodiscard]] std::vector<std::string> errors() const;
 
@@ -202,6 +216,7 @@ private:
     Uart16550* uart_ = nullptr;     // the Linux platform's COM1
     VhostVsock* vsock_ = nullptr;   // in mmio_devices_, if the VM has vsock
     std::vector<VirtioBlk*> disks_; // in mmio_devices_, slots 1, 2, ...
+    VhostNet* net_ = nullptr;       // in mmio_devices_, slot 7, if the VM has a network
     CloneIdentity identity_{};      // the Linux platform's (no identity page yet)
     bool new_generations_ = true;   // MachineConfig::new_vm_generations
     std::string disk_dir_;          // MachineConfig::disk_dir

@@ -79,6 +79,8 @@ inline constexpr std::uint64_t virtio_mmio_base = 0xd0000000;
 inline constexpr std::uint64_t virtio_mmio_slot_size = 0x1000;
 // virtio-mmio slots in the DSDT (and bits of the platform-info byte).
 inline constexpr unsigned virtio_mmio_slots = 8;
+// The slot of the network device (virtio-net); disks have slots 1 to net_slot - 1.
+inline constexpr unsigned net_slot = 7;
 // Slot 0's interrupt; slot i is on virtio_mmio_gsi_base + i (level, active high).
 inline constexpr std::uint32_t virtio_mmio_gsi_base = 16;
 

@@ -5,14 +5,10 @@
 #define VIRTIO_RING_NO_LEGACY
 #include <cerrno>
 #include <cstring>
-#include <fcntl.h>
 #include <linux/vhost.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
 #include <linux/virtio_vsock.h>
-#include <poll.h>
-#include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "vmfork/system_error.h"
@@ -24,21 +20,6 @@ namespace {
 
 constexpr unsigned event_queue = 2;
 
-void vhost_ioctl(int fd, unsigned long request, const void* arg, const char* what) {
-    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-vararg): the ioctl ABI
-    if (::ioctl(fd, request, arg) < 0) {
-        throw SystemError::from_errno(what);
-    }
-}
-
-UniqueFd new_eventfd() {
-    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!fd) {
-        throw SystemError::from_errno("eventfd for vhost-vsock");
-    }
-    return fd;
-}
-
 } // namespace
 
 VhostVsock::VhostVsock(const GuestMemory& memory, IrqLine& irq)
@@ -46,7 +27,7 @@ VhostVsock::VhostVsock(const GuestMemory& memory, IrqLine& irq)
 
 VhostVsock::~VhostVsock() {
     const std::lock_guard lock(mu_);
-    stop_vhost();
+    vhost_.reset();
 }
 
 bool VhostVsock::available() {
@@ -96,154 +77,43 @@ void VhostVsock::restored(std::uint64_t features, const std::vector<VirtQueueCon
 }
 
 void VhostVsock::start_vhost(std::uint64_t features, const std::vector<VirtQueueConfig>& queues) {
-    stop_vhost();
+    vhost_.reset();
     if (queues.size() != 3 || cid_ < 3) {
         throw SystemError(EINVAL, "virtio-vsock: no CID or queues");
     }
     event_queue_ = queues[event_queue];
-    UniqueFd vhost(::open(default_path, O_RDWR | O_CLOEXEC));
-    if (!vhost) {
-        throw SystemError::from_errno(std::string("open ") + default_path +
-                                      " (modprobe vhost_vsock)");
-    }
-    vhost_ioctl(vhost.get(), VHOST_SET_OWNER, nullptr, "VHOST_SET_OWNER");
-    std::uint64_t offered = 0;
-    vhost_ioctl(vhost.get(), VHOST_GET_FEATURES, &offered, "VHOST_GET_FEATURES");
-    const std::uint64_t acked = features & offered;
-    vhost_ioctl(vhost.get(), VHOST_SET_FEATURES, &acked, "VHOST_SET_FEATURES");
-
-    // Guest RAM as this process maps it: low RAM, and RAM above 4 GiB if any.
-    alignas(vhost_memory)
-        std::array<std::uint8_t, sizeof(vhost_memory) + 2 * sizeof(vhost_memory_region)>
-            table{};
-    auto* mem = reinterpret_cast<vhost_memory*>(table.data());
-    auto add = [&](std::uint64_t gpa, std::uint64_t size) {
-        vhost_memory_region& r = mem->regions[mem->nregions++];
-        r.guest_phys_addr = gpa;
-        r.memory_size = size;
-        r.userspace_addr = reinterpret_cast<std::uint64_t>(memory_.at(gpa, size));
-    };
-    add(0, memory_.low_size());
-    if (memory_.high_size() != 0) {
-        add(GuestMemory::high_ram_base, memory_.high_size());
-    }
-    vhost_ioctl(vhost.get(), VHOST_SET_MEM_TABLE, mem, "VHOST_SET_MEM_TABLE");
-
-    std::array<UniqueFd, 2> kick;
-    std::array<UniqueFd, 2> call;
-    for (unsigned i = 0; i < 2; ++i) {
-        const VirtQueueConfig& q = queues[i];
-        if (!q.ready || q.num == 0) {
-            throw SystemError(EINVAL, "virtio-vsock: queue " + std::to_string(i) + " not ready");
-        }
-        vhost_vring_state num{.index = i, .num = q.num};
-        vhost_ioctl(vhost.get(), VHOST_SET_VRING_NUM, &num, "VHOST_SET_VRING_NUM");
-        vhost_vring_state base{.index = i, .num = bases_[i]};
-        vhost_ioctl(vhost.get(), VHOST_SET_VRING_BASE, &base, "VHOST_SET_VRING_BASE");
-        const std::uint64_t desc_size = 16ULL * q.num;
-        const std::uint64_t avail_size = 6 + 2ULL * q.num;
-        const std::uint64_t used_size = 6 + 8ULL * q.num;
-        vhost_vring_addr addr{};
-        addr.index = i;
-        addr.desc_user_addr = reinterpret_cast<std::uint64_t>(memory_.at(q.desc, desc_size));
-        addr.avail_user_addr = reinterpret_cast<std::uint64_t>(memory_.at(q.driver, avail_size));
-        addr.used_user_addr = reinterpret_cast<std::uint64_t>(memory_.at(q.device, used_size));
-        vhost_ioctl(vhost.get(), VHOST_SET_VRING_ADDR, &addr, "VHOST_SET_VRING_ADDR");
-        kick[i] = new_eventfd();
-        call[i] = new_eventfd();
-        vhost_vring_file kf{.index = i, .fd = kick[i].get()};
-        vhost_ioctl(vhost.get(), VHOST_SET_VRING_KICK, &kf, "VHOST_SET_VRING_KICK");
-        vhost_vring_file cf{.index = i, .fd = call[i].get()};
-        vhost_ioctl(vhost.get(), VHOST_SET_VRING_CALL, &cf, "VHOST_SET_VRING_CALL");
-    }
+    const std::array<VhostBackend::Ring, 2> rings{{{queues[0], bases_[0]}, {queues[1], bases_[1]}}};
+    auto vhost = std::make_unique<VhostBackend>(default_path, "modprobe vhost_vsock", memory_,
+                                                features, 0, rings);
     const std::uint64_t cid = cid_;
-    vhost_ioctl(vhost.get(), VHOST_VSOCK_SET_GUEST_CID, &cid,
-                ("VHOST_VSOCK_SET_GUEST_CID " + std::to_string(cid)).c_str());
+    vhost->ioctl(VHOST_VSOCK_SET_GUEST_CID, &cid,
+                 "VHOST_VSOCK_SET_GUEST_CID " + std::to_string(cid));
     const int one = 1;
-    vhost_ioctl(vhost.get(), VHOST_VSOCK_SET_RUNNING, &one, "VHOST_VSOCK_SET_RUNNING");
-
+    vhost->ioctl(VHOST_VSOCK_SET_RUNNING, &one, "VHOST_VSOCK_SET_RUNNING");
+    vhost->start_interrupts(mu_, [this] { interrupt_locked(int_vring); });
     vhost_ = std::move(vhost);
-    kick_ = std::move(kick);
-    call_ = std::move(call);
-    stop_ = new_eventfd();
-    running_ = true;
-    thread_ = std::thread([this, fd = stop_.get()] { interrupt_thread(fd); });
-    // Whatever the guest queued before the start (or before the fork) gets looked at.
-    for (const auto& k : kick_) {
-        const std::uint64_t v = 1;
-        (void)::write(k.get(), &v, sizeof(v));
-    }
-}
-
-void VhostVsock::stop_vhost() {
-    if (thread_.joinable()) {
-        const std::uint64_t v = 1;
-        (void)::write(stop_.get(), &v, sizeof(v));
-        thread_.join(); // it gives up mu_ when told to stop (interrupt_thread)
-    }
-    vhost_.reset();
-    kick_ = {};
-    call_ = {};
-    stop_.reset();
-    running_ = false;
-}
-
-void VhostVsock::interrupt_thread(int stop_fd) {
-    std::array<pollfd, 3> fds{
-        {{call_[0].get(), POLLIN, 0}, {call_[1].get(), POLLIN, 0}, {stop_fd, POLLIN, 0}}};
-    for (;;) {
-        if (::poll(fds.data(), fds.size(), -1) < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return;
-        }
-        if ((fds[2].revents & POLLIN) != 0) {
-            return;
-        }
-        bool used = false;
-        for (unsigned i = 0; i < 2; ++i) {
-            std::uint64_t v = 0;
-            if ((fds[i].revents & POLLIN) != 0 && ::read(fds[i].fd, &v, sizeof(v)) > 0) {
-                used = true;
-            }
-        }
-        if (!used) {
-            continue;
-        }
-        // stop_vhost() joins this thread with mu_ held: never block on it.
-        while (!mu_.try_lock()) {
-            pollfd stop{stop_fd, POLLIN, 0};
-            if (::poll(&stop, 1, 1) > 0) {
-                return;
-            }
-        }
-        interrupt_locked(int_vring);
-        mu_.unlock();
-    }
+    vhost_->kick_all(); // whatever the guest queued before the start (or the fork)
 }
 
 void VhostVsock::pause() {
     const std::lock_guard lock(mu_);
-    if (!running_) {
+    if (!vhost_) {
         return;
     }
     const int zero = 0;
-    vhost_ioctl(vhost_.get(), VHOST_VSOCK_SET_RUNNING, &zero, "VHOST_VSOCK_SET_RUNNING 0");
+    vhost_->ioctl(VHOST_VSOCK_SET_RUNNING, &zero, "VHOST_VSOCK_SET_RUNNING 0");
     for (unsigned i = 0; i < 2; ++i) {
-        vhost_vring_state s{.index = i, .num = 0};
-        vhost_ioctl(vhost_.get(), VHOST_GET_VRING_BASE, &s, "VHOST_GET_VRING_BASE");
-        bases_[i] = static_cast<std::uint16_t>(s.num);
+        bases_[i] = vhost_->ring_base(i);
     }
 }
 
 void VhostVsock::resume() {
     const std::lock_guard lock(mu_);
-    if (!running_) {
+    if (!vhost_) {
         return;
     }
     const int one = 1;
-    vhost_ioctl(vhost_.get(), VHOST_VSOCK_SET_RUNNING, &one, "VHOST_VSOCK_SET_RUNNING");
+    vhost_->ioctl(VHOST_VSOCK_SET_RUNNING, &one, "VHOST_VSOCK_SET_RUNNING");
 }
 
 void VhostVsock::notify(unsigned queue) {
@@ -251,15 +121,14 @@ void VhostVsock::notify(unsigned queue) {
         post_events(); // new event buffers: a pending event may go out now
         return;
     }
-    if (queue < kick_.size() && kick_[queue]) {
-        const std::uint64_t v = 1;
-        (void)::write(kick_[queue].get(), &v, sizeof(v));
+    if (vhost_) {
+        vhost_->kick(queue);
     }
 }
 
 void VhostVsock::post_events() {
     const VirtQueueConfig& q = event_queue_;
-    if (!running_ || !q.ready || q.num == 0) {
+    if (!vhost_ || !q.ready || q.num == 0) {
         return;
     }
     bool posted = false;
@@ -299,7 +168,7 @@ void VhostVsock::post_events() {
 }
 
 void VhostVsock::reset_device() {
-    stop_vhost();
+    vhost_.reset();
     bases_ = {};
     event_queue_ = {};
     event_avail_ = 0;

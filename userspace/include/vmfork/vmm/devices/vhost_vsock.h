@@ -3,10 +3,10 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
-#include <thread>
 
-#include "vmfork/unique_fd.h"
+#include "vmfork/vmm/devices/vhost.h"
 #include "vmfork/vmm/devices/virtio_mmio.h"
 
 namespace vmfork {
@@ -25,8 +25,8 @@ namespace vmfork {
 // Queue notifies reach this process as MMIO writes and are passed on to vhost's kick
 // eventfds; vhost's call eventfds are read by one thread that raises the interrupt.
 //
-// Locking: VirtioMmio's mutex guards everything here too; the interrupt thread takes
-// it (through interrupt()) and is stopped with it dropped.
+// Locking: VirtioMmio's mutex guards everything here too; vhost's interrupt thread
+// takes it (VhostBackend) and gives it up when stopped.
 class VhostVsock final : public VirtioMmio {
 public:
     static constexpr std::uint32_t id = 19;
@@ -69,20 +69,12 @@ protected:
 private:
     // Opens and configures vhost from bases_ and starts it (mu_ held).
     void start_vhost(std::uint64_t features, const std::vector<VirtQueueConfig>& queues);
-    // Stops the interrupt thread and closes vhost (mu_ held).
-    void stop_vhost();
     // Writes pending events into the guest's event buffers (mu_ held).
     void post_events();
-    void interrupt_thread(int stop_fd);
 
     const GuestMemory& memory_;
     std::uint64_t cid_ = 0;
-    UniqueFd vhost_;
-    std::array<UniqueFd, 2> kick_;
-    std::array<UniqueFd, 2> call_;
-    UniqueFd stop_;
-    std::thread thread_;
-    bool running_ = false;
+    std::unique_ptr<VhostBackend> vhost_;  // while the driver has the device running
     std::array<std::uint16_t, 2> bases_{}; // next avail index of rx and tx
     VirtQueueConfig event_queue_;
     std::uint16_t event_avail_ = 0; // next avail index of the event queue
