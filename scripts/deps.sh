@@ -38,7 +38,7 @@ PKGS=(
 	build-essential make cmake ninja-build pkg-config git ca-certificates
 	gcc g++ clang llvm lld clang-format clang-tidy shellcheck
 	bc bison flex libelf-dev libssl-dev dwarves xz-utils zstd kmod cpio
-	qemu-system-x86 busybox-static
+	qemu-system-x86 busybox-static e2fsck-static
 	linux-source-6.1
 	libbpf-dev bpftool bpftrace
 	libnl-3-dev libnl-genl-3-dev

@@ -28,6 +28,7 @@ RUNTIME = tempfile.mkdtemp(prefix="vmfork-cli-linux-test.")
 DISK_DIR = tempfile.mkdtemp(prefix="vmfork-cli-linux-test-disks.")
 ENV = dict(os.environ, VMFORK_RUNTIME_DIR=RUNTIME, VMFORK_DISK_DIR=DISK_DIR)
 DISK = os.path.join(RUNTIME, "disk.img")  # lx's vda: 1 GiB, sparse, "BASE..." in sector 0
+FS = os.path.join(RUNTIME, "fs.img")  # lx's vdb: an ext4 filesystem of 64 MiB
 TIMEOUT = 120  # a nested Linux boot takes 13-20 s under TCG; every wait is bounded
 # Of the clocksource watchdog: its verdict, not its "read-back delay" notice (a slow
 # nested guest prints that without any clock problem).
@@ -118,7 +119,11 @@ def _():
     with open(DISK, "wb") as f:
         f.write(b"BASE" * 128)
         f.truncate(1 << 30)
-    out = vmfork("run", *boot_args(), "--name", "lx", "--mem", "160M", "--disk", DISK).stdout
+    with open(FS, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", FS], check=True, capture_output=True)
+    out = vmfork("run", *boot_args(), "--name", "lx", "--mem", "160M", "--disk", DISK,
+                 "--disk", FS).stdout
     assert "lx: running" in out and "vmfork console -i lx" in out, out
     v = ls()["lx"]
     assert v["guest"] == "linux" and v["state"] == "running", v
@@ -296,6 +301,31 @@ printf 'not executable: skipped\n' >30-data
 chmod +x 10-first 20-second
 rm -f /tmp/hooks
 """
+
+
+@ktap.test("ext4 on a disk, written across the fork: every clone's is clean (e2fsck) after "
+           "its own writes, and holds only those")
+def _():
+    # A writer that never stops: 20 files rewritten, a sync now and then; the fork
+    # comes in the middle of it.
+    p = exec_in("lx", "sh", "-c", "mkdir -p /mnt && mount /dev/vdb /mnt && "
+                "(setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i >/mnt/f$((i%20)); "
+                "[ $((i%7)) = 0 ] && sync; done' </dev/null >/dev/null 2>&1 & "
+                "echo $! >/tmp/fsloop.pid)")
+    assert p.returncode == 0, f"{p}{evidence_of('lx')}"
+    wait_for("the writer", lambda: exec_in("lx", "test", "-s", "/mnt/f19").returncode == 0,
+             evidence="lx")
+    vmfork("fork", "lx", "-n", "2", "--name-prefix", "fs-")
+    for name in ("fs-1", "fs-2", "lx"):
+        # Stop the writer, write one's own name, unmount (what memory held goes to the
+        # disk), check, and read back.
+        p = exec_in(name, "sh", "-c", "pid=$(cat /tmp/fsloop.pid); kill -9 $pid; "
+                    "while kill -0 $pid 2>/dev/null; do sleep 0.1; done; "
+                    f"echo {name} >/mnt/mine && umount /mnt && e2fsck -fn /dev/vdb; "
+                    "echo e2fsck=$?; mount -o ro /dev/vdb /mnt && cat /mnt/mine; umount /mnt")
+        assert "e2fsck=0\n" in p.stdout, f"{name}: {p.stdout}{p.stderr}{evidence_of(name)}"
+        assert p.stdout.endswith(f"e2fsck=0\n{name}\n"), f"{name}: {p.stdout!r}"
+    vmfork("kill", "fs-1", "fs-2")
 
 
 @ktap.test("customization without reboot: hostname, machine-id, hooks in order; a failing hook shows")

@@ -2,11 +2,12 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # The default Linux guest's initramfs: Debian's busybox-static, the programs given
-# (into /bin: vmfork-workload, vmfork-agent), the virtio-mmio, -blk, -net and -vsock modules
-# of every kernel installed here (/lib/modules/RELEASE, decompressed, with the order
-# to load them in), and an /init that mounts the pseudo filesystems, loads the modules
-# of the running kernel, starts vmfork-agent, says it is up, keeps a ticker running on
-# the console (a process that must go on in every clone; its pid in
+# (into /bin: vmfork-workload, vmfork-agent; e2fsck if e2fsck-static is installed), the
+# virtio-mmio, -blk, -net, -vsock and ext4 modules of every kernel installed here
+# (/lib/modules/RELEASE, decompressed, with the order to load them in), and an /init
+# that mounts the pseudo filesystems, loads the modules of the running kernel, brings up
+# eth0 (vmfork.ip=), starts vmfork-agent, says it is up, keeps a ticker running on the
+# console (a process that must go on in every clone; its pid in
 # /run/vmfork-ticker.pid) and gives a shell on ttyS0.
 set -euo pipefail
 
@@ -23,6 +24,8 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,root,etc}
 cp /bin/busybox "$root/bin/busybox"
+# e2fsck, static (e2fsck-static): the Linux CLI test checks clones' filesystems.
+[ ! -x /sbin/e2fsck.static ] || cp /sbin/e2fsck.static "$root/bin/e2fsck"
 for prog in "$@"; do
 	# Without debug symbols: the initramfs is unpacked at every boot.
 	strip -o "$root/bin/$(basename "$prog")" "$prog"
@@ -30,9 +33,11 @@ done
 
 # The modules virtio-blk, virtio-net and vsock need, in load order (dependencies
 # first), per kernel release.
-# inet_diag and tcp_diag: the agent resets a clone's TCP connections through them.
+# inet_diag and tcp_diag: the agent resets a clone's TCP connections through them; ext4
+# and what it needs, for filesystems on disks.
 mods=(virtio_ring virtio virtio_mmio virtio_blk failover net_failover virtio_net vsock
-	vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport inet_diag tcp_diag)
+	vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport inet_diag tcp_diag
+	crc16 mbcache jbd2 crc32c_generic ext4)
 for dir in /lib/modules/*/; do
 	rel=$(basename "$dir")
 	[ -f "$dir/modules.dep" ] || continue
