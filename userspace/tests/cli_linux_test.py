@@ -538,10 +538,26 @@ def guest_file(name, path):
     return p.stdout if p.returncode == 0 else None
 
 
-@ktap.test("network: a tap per VM; 2 clones answer at once at the parent's address, each in "
-           "its own namespace; a connection open at the fork is reset in the clones")
+def root_disk(path):
+    """An ext4 image holding the default initramfs's files: a root disk to boot."""
+    initramfs = os.path.join(HERE, "..", "..", "build", "userspace", "share", "vmfork",
+                             "linux-initramfs.cpio.gz")
+    tree = tempfile.mkdtemp(prefix="vmfork-root.")
+    subprocess.run(f"zcat {initramfs} | cpio -id --quiet", shell=True, cwd=tree, check=True)
+    os.symlink("/init", os.path.join(tree, "sbin", "init"))
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", tree, path], check=True, capture_output=True)
+    subprocess.run(["rm", "-rf", tree], check=True)
+
+
+@ktap.test("network, on a VM booted from a root disk: a tap per VM; 2 clones answer at once "
+           "at the parent's address, each in its own namespace; a connection open at the fork "
+           "is reset in the clones")
 def _():
     subprocess.run(["ip", "netns", "add", NETNS], check=True)
+    root = os.path.join(RUNTIME, "root.img")
+    root_disk(root)
     try:
         # Without CAP_NET_ADMIN: no tap, and the error says why.
         p = subprocess.run(["setpriv", "--bounding-set", "-net_admin", VMFORK, "run",
@@ -552,13 +568,16 @@ def _():
         assert "nocap" not in ls()
         p = subprocess.run(["ip", "netns", "exec", NETNS, VMFORK, "run", *boot_args(),
                             "--name", "nx", "--mem", "160M", "--net", "tap,vmf-t0",
-                            "--net-address", "172.30.0.1/24", "--append",
-                            "vmfork.ip=172.30.0.2/24"], env=ENV, capture_output=True,
-                           text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+                            "--net-address", "172.30.0.1/24", "--disk", root, "--append",
+                            "root=/dev/vda vmfork.ip=172.30.0.2/24"], env=ENV,
+                           capture_output=True, text=True, timeout=TIMEOUT,
+                           stdin=subprocess.DEVNULL)
         assert p.returncode == 0, p
         net = ls()["nx"]["net"]
         assert net["tap"] == "vmf-t0" and net["host_address"] == "172.30.0.1/24", net
         wait_for("nx's agent", lambda: exec_in("nx", "true").returncode == 0, evidence="nx")
+        p = exec_in("nx", "sh", "-c", "grep ' / ' /proc/mounts")
+        assert p.stdout.startswith("/dev/vda / ext4 rw"), f"nx's root: {p}"
         p = exec_in("nx", "ping", "-c", "1", "-W", "10", "172.30.0.1")
         assert p.returncode == 0, f"the guest cannot reach the host: {p}{evidence_of('nx')}"
         # A connection from the host into the guest, open across the fork.
@@ -612,6 +631,7 @@ def _():
         for c in ("nx", "nx-1", "nx-2"):
             vmfork("kill", c, check=False)
         subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
+        os.unlink(root)
 
 
 def _try_connect(netns_path, port):

@@ -68,8 +68,33 @@ mount -t devtmpfs dev /dev 2>/dev/null
 # built here.
 if [ -f "/lib/modules/$(uname -r)/load" ]; then
 	while read -r m; do
-		insmod "/lib/modules/$(uname -r)/$m.ko" || echo "vmfork-guest: insmod $m failed"
+		[ -d "/sys/module/$m" ] || insmod "/lib/modules/$(uname -r)/$m.ko" ||
+			echo "vmfork-guest: insmod $m failed"
 	done <"/lib/modules/$(uname -r)/load"
+fi
+# root=/dev/vdX (a disk, vmfork run --disk): that filesystem becomes / and its init (or
+# the init= one) runs, as an initramfs of a distribution does it. A disk made from this
+# initramfs runs this script again there: VMFORK_ROOT says it is done.
+root='' rootinit=/sbin/init
+for arg in $(cat /proc/cmdline); do
+	case $arg in
+	root=/dev/*) root=${arg#root=} ;;
+	init=*) rootinit=${arg#init=} ;;
+	esac
+done
+if [ -n "$root" ] && [ -z "$VMFORK_ROOT" ]; then
+	mkdir -p /newroot
+	if ! mount -o rw "$root" /newroot; then
+		echo "vmfork-guest: cannot mount root=$root: going on from the initramfs"
+	elif [ ! -e "/newroot$rootinit" ] && [ ! -L "/newroot$rootinit" ]; then
+		echo "vmfork-guest: root=$root has no $rootinit: going on from the initramfs"
+		umount /newroot
+	else
+		export VMFORK_ROOT="$root"
+		mount --move /proc /newroot/proc && mount --move /sys /newroot/sys &&
+			mount --move /dev /newroot/dev
+		exec switch_root /newroot "$rootinit"
+	fi
 fi
 # The network (vmfork run --net): eth0 up, with the address (and gateway) of
 # vmfork.ip=ADDR/PREFIX[,GATEWAY] on the kernel command line.
