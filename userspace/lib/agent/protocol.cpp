@@ -4,12 +4,9 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <climits>
-#include <cstring>
-#include <poll.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <system_error>
+
+#include "vmfork/wire.h"
 
 namespace vmfork::agent {
 
@@ -22,168 +19,29 @@ constexpr std::size_t max_name = 64;
 constexpr std::size_t max_id = 128;
 constexpr std::size_t max_argv = 4096;
 
-struct Header {
-    MessageType type;
-    std::uint32_t length;
-};
-
-void put_le16(std::uint8_t* p, std::uint16_t v) {
-    p[0] = static_cast<std::uint8_t>(v);
-    p[1] = static_cast<std::uint8_t>(v >> 8U);
-}
-
-void put_le32(std::uint8_t* p, std::uint32_t v) {
-    for (unsigned i = 0; i < 4; i++) {
-        p[i] = static_cast<std::uint8_t>(v >> (8U * i));
-    }
-}
-
-std::uint16_t get_le16(const std::uint8_t* p) {
-    return static_cast<std::uint16_t>(p[0] | (p[1] << 8U));
-}
-
-std::uint32_t get_le32(const std::uint8_t* p) {
-    std::uint32_t v = 0;
-    for (unsigned i = 0; i < 4; i++) {
-        v |= static_cast<std::uint32_t>(p[i]) << (8U * i);
-    }
-    return v;
-}
-
 bool known_type(std::uint16_t type) {
     return type >= static_cast<std::uint16_t>(MessageType::Hello) &&
            type <= static_cast<std::uint16_t>(MessageType::IdentityReply);
 }
 
-Header parse_header(std::span<const std::uint8_t, header_size> bytes) {
-    const std::uint8_t* p = bytes.data();
-    if (get_le32(p) != magic) {
-        throw ProtocolError(EPROTO, "bad message magic (not a vmfork agent connection?)");
-    }
-    const std::uint16_t ver = get_le16(p + 4);
-    if (ver != version) {
-        throw ProtocolError(EPROTO, "unsupported agent protocol version " + std::to_string(ver) +
-                                        " (expected " + std::to_string(version) + ")");
-    }
-    const std::uint16_t type = get_le16(p + 6);
-    if (!known_type(type)) {
-        throw ProtocolError(EPROTO, "unknown message type " + std::to_string(type));
-    }
-    if (get_le32(p + 12) != 0) {
-        throw ProtocolError(EPROTO, "reserved header field is not zero");
-    }
-    const std::uint32_t length = get_le32(p + 8);
-    if (length > max_payload) {
-        throw ProtocolError(EMSGSIZE, "message payload of " + std::to_string(length) +
-                                          " bytes is larger than the maximum of " +
-                                          std::to_string(max_payload));
-    }
-    return {static_cast<MessageType>(type), length};
+static_assert(header_size == wire::header_size);
+
+[[noreturn]] void fail(int err, const std::string& what) {
+    throw ProtocolError(err, what);
 }
 
-Message decode_payload(MessageType type, std::span<const std::uint8_t> payload) {
+const wire::Format format{magic, version, max_payload, known_type, "agent", fail};
+
+Message decode_payload(std::uint16_t raw_type, std::span<const std::uint8_t> payload) {
     Message message;
-    message.type = type;
-    if (is_data(type)) {
+    message.type = static_cast<MessageType>(raw_type);
+    if (is_data(message.type)) {
         message.data.assign(payload.begin(), payload.end());
         return message;
     }
-    const Json::parser_callback_t limit_depth = [](int depth, Json::parse_event_t /*event*/,
-                                                   Json& /*parsed*/) {
-        if (depth > max_depth) {
-            throw ProtocolError(EPROTO, "message payload nests deeper than " +
-                                            std::to_string(max_depth) + " levels");
-        }
-        return true;
-    };
-    try {
-        message.body = Json::parse(payload.begin(), payload.end(), limit_depth);
-    } catch (const Json::exception& e) {
-        throw ProtocolError(EPROTO, std::string(type_name(type)) +
-                                        " payload is not valid JSON: " + e.what());
-    }
-    if (!message.body.is_object()) {
-        throw ProtocolError(EPROTO, std::string(type_name(type)) + " payload is a JSON " +
-                                        message.body.type_name() + ", not an object");
-    }
+    message.body = wire::parse_object(format, payload, max_depth,
+                                      std::string(type_name(message.type)) + " payload");
     return message;
-}
-
-std::string errno_text(int err) {
-    return std::generic_category().message(err);
-}
-
-// Waits until fd is ready for events or the deadline passes (ProtocolError ETIMEDOUT).
-void wait_for(int fd, short events, Clock::time_point deadline, const char* what) {
-    for (;;) {
-        const auto now = Clock::now();
-        if (deadline <= now) {
-            throw ProtocolError(ETIMEDOUT, std::string("timed out ") + what);
-        }
-        const auto remaining = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
-        const auto timeout =
-            static_cast<int>(std::min<std::chrono::milliseconds::rep>(remaining.count(), INT_MAX));
-        pollfd pfd{fd, events, 0};
-        const int ready = ::poll(&pfd, 1, timeout);
-        if (ready < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            const int err = errno;
-            throw ProtocolError(err, std::string("poll failed ") + what + ": " + errno_text(err));
-        }
-        if (ready > 0) {
-            return; // readable, writable, or an error/hangup the next I/O call reports
-        }
-    }
-}
-
-void send_all(int fd, std::span<const std::uint8_t> bytes, Clock::time_point deadline) {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-        const ssize_t n =
-            ::send(fd, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n >= 0) {
-            done += static_cast<std::size_t>(n);
-            continue;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            wait_for(fd, POLLOUT, deadline, "sending a message");
-            continue;
-        }
-        const int err = errno;
-        throw ProtocolError(err, "cannot send a message: " + errno_text(err));
-    }
-}
-
-// Reads exactly bytes.size() bytes. at_boundary: nothing of this message was read yet.
-void receive_all(int fd, std::span<std::uint8_t> bytes, Clock::time_point deadline,
-                 bool at_boundary) {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-        const ssize_t n = ::recv(fd, bytes.data() + done, bytes.size() - done, MSG_DONTWAIT);
-        if (n > 0) {
-            done += static_cast<std::size_t>(n);
-            continue;
-        }
-        if (n == 0) {
-            throw ProtocolError(ECONNRESET, at_boundary && done == 0
-                                                ? "connection closed by the peer"
-                                                : "connection closed in the middle of a message");
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            wait_for(fd, POLLIN, deadline, "waiting for a message");
-            continue;
-        }
-        const int err = errno;
-        throw ProtocolError(err, "cannot receive a message: " + errno_text(err));
-    }
 }
 
 // --- typed fields ----------------------------------------------------------------------
@@ -336,19 +194,7 @@ std::vector<std::uint8_t> encode(const Message& message) {
         }
         payload = json;
     }
-    if (payload.size() > max_payload) {
-        throw ProtocolError(EMSGSIZE, "message payload of " + std::to_string(payload.size()) +
-                                          " bytes is larger than the maximum of " +
-                                          std::to_string(max_payload));
-    }
-    std::vector<std::uint8_t> bytes(header_size + payload.size());
-    put_le32(bytes.data(), magic);
-    put_le16(bytes.data() + 4, version);
-    put_le16(bytes.data() + 6, static_cast<std::uint16_t>(message.type));
-    put_le32(bytes.data() + 8, static_cast<std::uint32_t>(payload.size()));
-    put_le32(bytes.data() + 12, 0);
-    std::memcpy(bytes.data() + header_size, payload.data(), payload.size());
-    return bytes;
+    return wire::encode(format, static_cast<std::uint16_t>(message.type), payload);
 }
 
 void Decoder::feed(std::span<const std::uint8_t> bytes) {
@@ -366,7 +212,7 @@ std::optional<Message> Decoder::next() {
         return std::nullopt;
     }
     const std::span<const std::uint8_t> rest = std::span(buffer_).subspan(start_);
-    const Header header = parse_header(rest.first<header_size>());
+    const wire::Header header = wire::parse_header(format, rest.first<header_size>());
     const std::size_t total = header_size + header.length;
     if (rest.size() < total) {
         return std::nullopt;
@@ -381,17 +227,11 @@ std::optional<Message> Decoder::next() {
 }
 
 void send_message(int fd, const Message& message, Clock::time_point deadline) {
-    const std::vector<std::uint8_t> bytes = encode(message);
-    send_all(fd, bytes, deadline);
+    wire::send_all(format, fd, encode(message), deadline);
 }
 
 Message receive_message(int fd, Clock::time_point deadline) {
-    std::array<std::uint8_t, header_size> header_bytes{};
-    receive_all(fd, header_bytes, deadline, true);
-    // Checked before reading on: an oversized length is refused without its payload.
-    const Header header = parse_header(header_bytes);
-    std::vector<std::uint8_t> payload(header.length);
-    receive_all(fd, payload, deadline, false);
+    const auto [header, payload] = wire::receive(format, fd, deadline);
     return decode_payload(header.type, payload);
 }
 
