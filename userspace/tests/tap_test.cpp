@@ -16,6 +16,7 @@
 
 #include "fake_irq_line.h"
 #include "thrown_errno.h"
+#include "virtio_registers.h"
 #include "vmfork/mapping.h"
 #include "vmfork/unique_fd.h"
 #include "vmfork/vmm/devices/vhost_net.h"
@@ -108,12 +109,6 @@ TEST_F(TapTest, WithoutCapNetAdminTheErrorSaysSo) {
                                          "13: no error";
 }
 
-std::uint32_t read_reg(VirtioMmio& dev, std::uint64_t offset) {
-    std::array<std::uint8_t, 4> b{};
-    dev.mmio_read(offset, b, 0);
-    return b[0] | (b[1] << 8) | (b[2] << 16) | (static_cast<std::uint32_t>(b[3]) << 24);
-}
-
 VhostNet::Mac config_mac(VirtioMmio& dev) {
     VhostNet::Mac mac{};
     for (std::size_t i = 0; i < mac.size(); ++i) {
@@ -134,8 +129,11 @@ TEST_F(TapTest, VirtioNetShowsItsMacAndAClonesIsItsParents) {
     const VhostNet::Mac mac = VhostNet::random_mac();
     EXPECT_EQ(mac[0] & 0x03, 0x02) << "unicast, locally administered";
     VhostNet dev(ram, irq, Tap("vmf%d"), mac);
-    EXPECT_EQ(read_reg(dev, 0x000), VirtioMmio::magic);
-    EXPECT_EQ(read_reg(dev, 0x008), 1U); // VIRTIO_ID_NET
+    testing::VirtioRegisters regs(dev);
+    EXPECT_EQ(regs.rd(0x000), VirtioMmio::magic);
+    EXPECT_EQ(regs.rd(0x008), 1U); // VIRTIO_ID_NET
+    EXPECT_EQ(regs.features(), VirtioMmio::feature_version_1 | (1ULL << 5) | (1ULL << 28))
+        << "VERSION_1, MAC and INDIRECT_DESC: no offload, no control queue";
     EXPECT_EQ(config_mac(dev), mac);
     EXPECT_EQ(VhostNet::mac_string({0x02, 0xab, 0, 1, 0x10, 0xff}), "02:ab:00:01:10:ff");
     StateWriter out;

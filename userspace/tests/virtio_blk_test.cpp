@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "fake_irq_line.h"
+#include "virtio_registers.h"
 #include "vmfork/mapping.h"
 #include "vmfork/system_error.h"
 #include "vmfork/vmm/devices/virtio_blk.h"
@@ -66,37 +67,12 @@ struct TempImage {
 };
 
 // The driver side: registers, the rings, requests.
-class Driver {
+class Driver : public testing::VirtioRegisters {
 public:
-    Driver(const GuestMemory& ram, VirtioMmio& dev) : ram_(ram), dev_(dev) {}
+    Driver(const GuestMemory& ram, VirtioMmio& dev) : VirtioRegisters(dev), ram_(ram) {}
 
-    std::uint32_t rd(std::uint64_t off) {
-        std::array<std::uint8_t, 4> b{};
-        dev_.mmio_read(off, b, 0);
-        std::uint32_t v = 0;
-        std::memcpy(&v, b.data(), 4);
-        return v;
-    }
-    void wr(std::uint64_t off, std::uint32_t v) {
-        std::array<std::uint8_t, 4> b{};
-        std::memcpy(b.data(), &v, 4);
-        dev_.mmio_write(off, b, 0);
-    }
-    std::uint64_t features() {
-        wr(0x014, 0);
-        std::uint64_t f = rd(0x010);
-        wr(0x014, 1);
-        return f | (std::uint64_t{rd(0x010)} << 32);
-    }
     void start() {
-        wr(0x070, 1);
-        wr(0x070, 3);
-        const std::uint64_t f = features();
-        wr(0x024, 0);
-        wr(0x020, static_cast<std::uint32_t>(f));
-        wr(0x024, 1);
-        wr(0x020, static_cast<std::uint32_t>(f >> 32));
-        wr(0x070, 11);
+        negotiate(features());
         wr(0x030, 0);
         wr(0x038, qsize);
         wr(0x080, desc_at);
@@ -175,7 +151,6 @@ public:
 
 private:
     const GuestMemory& ram_;
-    VirtioMmio& dev_;
     std::uint16_t next_desc_ = 0;
     std::uint64_t next_buf_ = data_at;
     std::uint64_t data_ = 0;

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "fake_irq_line.h"
+#include "virtio_registers.h"
 #include "vmfork/vmm/devices/virtio_mmio.h"
 
 namespace vmfork {
@@ -54,27 +55,11 @@ protected:
 
 class VirtioMmioTest : public ::testing::Test {
 protected:
-    std::uint32_t rd(std::uint64_t off) {
-        std::array<std::uint8_t, 4> b{};
-        dev.mmio_read(off, b, 0);
-        std::uint32_t v = 0;
-        std::memcpy(&v, b.data(), 4);
-        return v;
-    }
-    void wr(std::uint64_t off, std::uint32_t v) {
-        std::array<std::uint8_t, 4> b{};
-        std::memcpy(b.data(), &v, 4);
-        dev.mmio_write(off, b, 0);
-    }
+    std::uint32_t rd(std::uint64_t off) { return regs.rd(off); }
+    void wr(std::uint64_t off, std::uint32_t v) { regs.wr(off, v); }
     // What Linux's driver does up to DRIVER_OK, with queue q at 0x1000 * (q + 1).
     void handshake(std::uint64_t features) {
-        wr(0x070, 1); // ACKNOWLEDGE
-        wr(0x070, 3); // DRIVER
-        wr(0x024, 0);
-        wr(0x020, static_cast<std::uint32_t>(features));
-        wr(0x024, 1);
-        wr(0x020, static_cast<std::uint32_t>(features >> 32));
-        wr(0x070, 11); // FEATURES_OK
+        regs.negotiate(features);
         for (std::uint32_t q = 0; q < 2; ++q) {
             wr(0x030, q);
             wr(0x038, 16);
@@ -88,6 +73,7 @@ protected:
 
     testing::FakeIrqLine irq;
     FakeVirtio dev{irq};
+    testing::VirtioRegisters regs{dev};
 };
 
 TEST_F(VirtioMmioTest, IdentifiesItselfAsAVersion2Device) {
