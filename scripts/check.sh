@@ -131,6 +131,20 @@ vm_suite() {
 		return
 	fi
 	read -r p f s < <(sed -E 's/.*pass=([0-9]+) fail=([0-9]+) skip=([0-9]+).*/\1 \2 \3/' <<<"$res")
+	# A nested Linux guest that triple-faults under TCG: the known fault of QEMU's SVM
+	# emulation (docs/testing.md, with the cases seen). The whole step once more (the
+	# first run's output is above, in the log); a second failure counts.
+	if [ "$f" != 0 ] && [ "${RETRY_ON_HANG:-0}" = 1 ] &&
+		grep -q 'guest shutdown (triple fault)' "$out"; then
+		echo "check: a nested guest of $label triple-faulted ($f failed; the known" \
+			"nested-TCG fault, docs/testing.md): the step once more"
+		# What the test VM's kernel said in the first run still counts.
+		if grep -q '^vm-run: kernel reported problems' "$out"; then
+			problem "vm-run $label (first run): kernel warning in console${log:+ (log: $log)}"
+		fi
+		RETRY_ON_HANG=0 vm_suite "$k" "$@"
+		return
+	fi
 	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
 	# Results were read; now what the VM itself reported.
 	if grep -q '^vm-run: kernel reported problems' "$out"; then
