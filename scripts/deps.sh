@@ -75,10 +75,9 @@ abi_of() {
 
 for p in "${PKGS[@]}"; do installed "$p" || missing+=("$p"); done
 
-# QEMU from bookworm-backports (10.x), not bookworm's 7.2: 7.2's TCG delivers an
-# interrupt again after a nested VMRUN injected it, even with GIF clear, so nested Linux
-# guests triple-fault or stall and the test VM's kernel dies in svm_vcpu_enter_exit
-# (docs/testing.md); 10.x ran the Linux CLI suite clean and about 4 times faster.
+# QEMU from bookworm-backports (10.x), not bookworm's 7.2: its TCG runs the nested Linux
+# tests about 4 times faster. Both deliver an interrupt inside a nested #VMEXIT now and
+# then (docs/testing.md).
 qemu_ok() {
 	local v
 	v=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null) &&
