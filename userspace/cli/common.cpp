@@ -153,8 +153,7 @@ NetConfig parse_net_options(const std::string& mode, const std::string& address)
         net.tap = "vmf%d"; // the kernel picks the first free vmfN
     } else if (mode.starts_with("tap,")) {
         net.tap = mode.substr(4);
-        if (net.tap.empty() || net.tap.size() > 15 ||
-            net.tap.find_first_of("/ \t") != std::string::npos) {
+        if (!Tap::valid_name(net.tap)) {
             throw CliError("--net " + mode + ": '" + net.tap +
                            "' is not an interface name (1 to 15 characters, no '/' or space)");
         }

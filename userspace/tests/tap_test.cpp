@@ -75,7 +75,7 @@ TEST_F(TapTest, MadeNamedAddressedAndGoneWithItsFd) {
 }
 
 TEST_F(TapTest, BadNamesAreRefused) {
-    for (const char* bad : {"", "a/b", "sixteen-chars-xx"}) {
+    for (const char* bad : {"", "a/b", "a b", "sixteen-chars-xx"}) {
         EXPECT_EQ(thrown_errno<SystemError>([&] { const Tap t(bad); }), EINVAL) << bad;
     }
 }

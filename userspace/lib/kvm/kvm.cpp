@@ -12,19 +12,12 @@
 #include <sys/mman.h>
 
 #include "vmfork/device_access.h"
+#include "vmfork/ioctl.h"
 #include "vmfork/system_error.h"
 
 namespace vmfork {
 
 namespace {
-
-template <typename T> int xioctl(int fd, unsigned long req, T arg, const char* name) {
-    const int r = ::ioctl(fd, req, arg);
-    if (r < 0) {
-        throw SystemError::from_errno(name);
-    }
-    return r;
-}
 
 // A kvm_msrs / kvm_cpuid2 / kvm_msr_list header of HeaderSize bytes (the C size, see
 // kvm_c_abi) followed by n entries, in one zeroed, aligned buffer.

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "vmfork/ioctl.h"
 #include "vmfork/system_error.h"
 
 namespace vmfork {
@@ -22,13 +23,6 @@ namespace {
 
 // virtio 1.x: struct virtio_net_hdr_mrg_rxbuf, whatever the features.
 constexpr int vnet_header_size = 12;
-
-void fd_ioctl(int fd, unsigned long request, const void* arg, const std::string& what) {
-    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-vararg): the ioctl ABI
-    if (::ioctl(fd, request, arg) < 0) {
-        throw SystemError::from_errno(what);
-    }
-}
 
 ifreq request_for(const std::string& name) {
     ifreq ifr{};
@@ -84,10 +78,16 @@ std::string Ipv4Prefix::str() const {
     return std::string(buf.data()) + "/" + std::to_string(prefix);
 }
 
+bool Tap::valid_name(const std::string& name) {
+    return !name.empty() && name.size() < IFNAMSIZ &&
+           name.find_first_of("/ \t") == std::string::npos;
+}
+
 Tap::Tap(const std::string& name) {
-    if (name.empty() || name.size() >= IFNAMSIZ || name.find('/') != std::string::npos) {
+    if (!valid_name(name)) {
         throw SystemError(EINVAL, "'" + name + "' is not a network interface name (1 to " +
-                                      std::to_string(IFNAMSIZ - 1) + " characters, no '/')");
+                                      std::to_string(IFNAMSIZ - 1) +
+                                      " characters, no '/' or space)");
     }
     fd_ = UniqueFd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK));
     if (!fd_) {
@@ -114,12 +114,9 @@ Tap::Tap(const std::string& name) {
     }
     name_ = ifr.ifr_name; // a template's %d filled in
     const int header = vnet_header_size;
-    fd_ioctl(fd_.get(), TUNSETVNETHDRSZ, &header, "tap " + name_ + ": TUNSETVNETHDRSZ");
-    const unsigned offloads = 0; // the device offers none of virtio-net's offloads
-    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-vararg,performance-no-int-to-ptr): the ABI
-    if (::ioctl(fd_.get(), TUNSETOFFLOAD, static_cast<unsigned long>(offloads)) < 0) {
-        throw SystemError::from_errno("tap " + name_ + ": TUNSETOFFLOAD");
-    }
+    xioctl(fd_.get(), TUNSETVNETHDRSZ, &header, "tap " + name_ + ": TUNSETVNETHDRSZ");
+    const unsigned long offloads = 0; // the device offers none of virtio-net's offloads
+    xioctl(fd_.get(), TUNSETOFFLOAD, offloads, "tap " + name_ + ": TUNSETOFFLOAD");
 }
 
 std::optional<Ipv4Prefix> Tap::address() const {
@@ -137,7 +134,7 @@ std::optional<Ipv4Prefix> Tap::address() const {
     std::memcpy(&a, &ifr.ifr_addr, sizeof(a));
     p.address = ntohl(a.sin_addr.s_addr);
     ifr = request_for(name_);
-    fd_ioctl(s.get(), SIOCGIFNETMASK, &ifr, "tap " + name_ + ": SIOCGIFNETMASK");
+    xioctl(s.get(), SIOCGIFNETMASK, &ifr, "tap " + name_ + ": SIOCGIFNETMASK");
     std::memcpy(&a, &ifr.ifr_netmask, sizeof(a));
     p.prefix = static_cast<unsigned>(__builtin_popcount(a.sin_addr.s_addr));
     return p;
@@ -148,20 +145,20 @@ void Tap::set_address(const Ipv4Prefix& p) const {
     ifreq ifr = request_for(name_);
     sockaddr_in a = inet_address(p.address);
     std::memcpy(&ifr.ifr_addr, &a, sizeof(a));
-    fd_ioctl(s.get(), SIOCSIFADDR, &ifr, "tap " + name_ + ": SIOCSIFADDR " + p.str());
+    xioctl(s.get(), SIOCSIFADDR, &ifr, "tap " + name_ + ": SIOCSIFADDR " + p.str());
     ifr = request_for(name_);
     a = inet_address(p.prefix == 0 ? 0 : ~0U << (32 - p.prefix));
     std::memcpy(&ifr.ifr_netmask, &a, sizeof(a));
-    fd_ioctl(s.get(), SIOCSIFNETMASK, &ifr, "tap " + name_ + ": SIOCSIFNETMASK " + p.str());
+    xioctl(s.get(), SIOCSIFNETMASK, &ifr, "tap " + name_ + ": SIOCSIFNETMASK " + p.str());
     set_up();
 }
 
 void Tap::set_up() const {
     const UniqueFd s = inet_socket();
     ifreq ifr = request_for(name_);
-    fd_ioctl(s.get(), SIOCGIFFLAGS, &ifr, "tap " + name_ + ": SIOCGIFFLAGS");
+    xioctl(s.get(), SIOCGIFFLAGS, &ifr, "tap " + name_ + ": SIOCGIFFLAGS");
     ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-    fd_ioctl(s.get(), SIOCSIFFLAGS, &ifr, "tap " + name_ + ": SIOCSIFFLAGS up");
+    xioctl(s.get(), SIOCSIFFLAGS, &ifr, "tap " + name_ + ": SIOCSIFFLAGS up");
 }
 
 } // namespace vmfork

@@ -30,6 +30,9 @@ public:
     // name: the interface name, or a template with %d ("vmf%d": the kernel picks).
     explicit Tap(const std::string& name);
 
+    // 1 to 15 characters, no '/' or blank (what the CLI checks before any VMM starts).
+    static bool valid_name(const std::string& name);
+
     [[nodiscard]] int fd() const { return fd_.get(); }
     [[nodiscard]] const std::string& name() const { return name_; }
     // The host side's IPv4 address (the first), if it has one.

@@ -9,9 +9,9 @@
 #include <linux/vhost.h>
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "vmfork/ioctl.h"
 #include "vmfork/system_error.h"
 #include "vmfork/vmm/memory.h"
 
@@ -100,10 +100,7 @@ VhostBackend::~VhostBackend() {
 }
 
 void VhostBackend::ioctl(unsigned long request, const void* arg, const std::string& what) const {
-    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-vararg): the ioctl ABI
-    if (::ioctl(fd_.get(), request, arg) < 0) {
-        throw SystemError::from_errno(what);
-    }
+    xioctl(fd_.get(), request, arg, what);
 }
 
 std::uint16_t VhostBackend::ring_base(unsigned i) const {

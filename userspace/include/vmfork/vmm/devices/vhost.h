@@ -51,7 +51,6 @@ public:
     void kick(unsigned i) const;
     // Every ring: what was queued before vhost started (or before a fork) gets looked at.
     void kick_all() const;
-    [[nodiscard]] std::size_t rings() const { return kick_.size(); }
     void start_interrupts(std::mutex& mu, std::function<void()> on_used);
 
 private:
