@@ -282,7 +282,7 @@ lint: $(BUILD)/linux-src/.stamp $(BUILD)/userspace/CMakeCache.txt
 	shellcheck -S warning $(SHELL_SRCS)
 	scripts/check-version.sh
 	clang-format --dry-run -Werror $(USERSPACE_SRCS)
-	clang-tidy --quiet -p $(BUILD)/userspace $(USERSPACE_LIB_SRCS)
+	scripts/clang-tidy.py $(BUILD)/userspace $(USERSPACE_LIB_SRCS)
 
 clean:
 	rm -rf $(BUILD) dkms.conf
