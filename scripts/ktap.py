@@ -24,10 +24,13 @@ import threading
 _tests = []
 
 
-def test(name):
-    """Registers the decorated function as the test called name, in order."""
+def test(name, needs=(), always=False):
+    """Registers the decorated function as the test called name, in order. needs: the
+    numbers of earlier tests whose results (a booted guest, its clones) this one uses;
+    always: it runs whenever any test runs (a final scan or cleanup). Both only matter
+    with VMFORK_KTAP_ONLY."""
     def wrap(fn):
-        _tests.append((name, fn))
+        _tests.append((name, fn, tuple(needs), always))
         return fn
     return wrap
 
@@ -40,16 +43,27 @@ def skip_all(reason):
 
 
 def _selected():
-    """VMFORK_KTAP_ONLY="1,4" (for debugging one test): the numbers of the tests to run;
-    the others are reported as skipped. Tests that later ones need (the first, which
-    boots) must be listed too."""
+    """VMFORK_KTAP_ONLY="4,8" (to debug one test, or to run again only what failed): the
+    numbers of the tests to run, with the tests they need (transitively) and the
+    "always" ones; the others are reported as skipped ("# SKIP not in
+    VMFORK_KTAP_ONLY")."""
     only = os.environ.get("VMFORK_KTAP_ONLY", "")
     if not only:
         return None
     try:
-        return {int(n) for n in only.split(",")}
+        todo = [int(n) for n in only.split(",")]
     except ValueError:
         sys.exit(f"ktap: VMFORK_KTAP_ONLY={only!r}: expected test numbers, like 1,4")
+    bad = [n for n in todo if not 1 <= n <= len(_tests)]
+    if bad:
+        sys.exit(f"ktap: VMFORK_KTAP_ONLY={only!r}: no test {bad[0]} (1..{len(_tests)})")
+    selected = {i for i, t in enumerate(_tests, 1) if t[3]}
+    while todo:
+        n = todo.pop()
+        if n not in selected:
+            selected.add(n)
+            todo.extend(_tests[n - 1][2])
+    return selected
 
 
 def main(cleanup=None, max_lines=40):
@@ -60,7 +74,7 @@ def main(cleanup=None, max_lines=40):
     print("TAP version 13")
     print(f"1..{len(_tests)}")
     passed = failed = skipped = 0
-    for i, (name, fn) in enumerate(_tests, 1):
+    for i, (name, fn, _, _) in enumerate(_tests, 1):
         if selected is not None and i not in selected:
             print(f"ok {i} {name} # SKIP not in VMFORK_KTAP_ONLY")
             skipped += 1
