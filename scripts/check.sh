@@ -30,7 +30,7 @@ module that does not unload) counts as one failed test and is named at the end.
 Skipped tests are reported, never counted as passed. Exits 1 on any failure.
 Each step's wall time is printed when it ends and again before the last line.
 Environment: CHECK_VM_TIMEOUT (seconds per VM run, default 1800), CHECK_RETRIES
-(nested-TCG retries in a whole check, default 3).
+(nested-TCG retries in a whole check, default 6; at most 3 in one step).
 USAGE
 }
 
@@ -51,6 +51,11 @@ trap 'rm -rf "$tmp"' EXIT
 passed=0 failed=0 skipped=0
 problems=()
 start=$SECONDS
+# Runs of a nested-Linux step that the known nested-TCG faults (docs/testing.md) may
+# repeat, in all: a step may use more than one, the whole check no more than this.
+retries_left=${CHECK_RETRIES:-6}
+# And in one step: a fault that comes back this often is not the rare one.
+step_retries_max=3 step_retries=0
 
 problem() {
 	failed=$((failed + 1))
@@ -65,7 +70,8 @@ summary() {
 	for t in "${timings[@]+"${timings[@]}"}"; do
 		echo "check: time: $t"
 	done
-	echo "check: $((SECONDS - start))s, kernels: ${kernels[*]}"
+	echo "check: $((SECONDS - start))s, kernels: ${kernels[*]}, nested-TCG retries:" \
+		"$((${CHECK_RETRIES:-6} - retries_left))"
 	local p
 	for p in "${problems[@]+"${problems[@]}"}"; do
 		echo "check: failed: $p"
@@ -89,7 +95,7 @@ step_done() {
 }
 step() {
 	step_done
-	step_name=$* step_start=$SECONDS
+	step_name=$* step_start=$SECONDS step_retries=0
 	echo "==== check: $* ===="
 }
 
@@ -128,9 +134,8 @@ else
 	[ "$ctest_rc" = 0 ] || [ "$f" != 0 ] || problem "ctest: exit status $ctest_rc"
 fi
 
-# Runs of a nested-Linux step that the known nested-TCG faults (docs/testing.md) may
-# repeat, in all: a step may use more than one, the whole check no more than this.
-retries_left=${CHECK_RETRIES:-3}
+# Counts of a step's earlier runs that its retry left out (narrow_retry).
+carry_p=0 carry_s=0
 
 # Whether the test VM's kernel died of the known nested-TCG fault (docs/testing.md): an
 # interrupt taken inside svm_vcpu_enter_exit that overran the stack. $1: console log.
@@ -144,6 +149,63 @@ first_run_problems() {
 	if grep -q '^vm-run: kernel reported problems' "$out" && ! known_tcg_fault "$log"; then
 		problem "vm-run $label (a run retried): kernel warning in console${log:+ (log: $log)}"
 	fi
+}
+
+# For the retry of a nested-Linux step: what passed in the run before ($out) is not
+# run again. A binary (-g, -x) that passed whole is left out, its counts carried; of the
+# one TAP test (-x), only the tests that did not pass run (VMFORK_KTAP_ONLY, which adds
+# the tests they build on). Sets retry_args and retry_only; adds to carry_p, carry_s.
+narrow_retry() {
+	local all=("$@") p0=$carry_p s0=$carry_s opt arg name res sect plan n ok xs=0 runs=0
+	retry_args=() retry_only=''
+	for arg in "$@"; do [ "$arg" != -x ] || xs=$((xs + 1)); done
+	while [ $# -gt 0 ]; do
+		opt=$1 arg=${2:-}
+		if [ "$opt" != -g ] && [ "$opt" != -x ]; then
+			retry_args+=("$opt")
+			shift
+			continue
+		fi
+		shift 2
+		name=$(basename "$arg")
+		res=$(grep -E "^# (gtest|selftests: vmfork): $name: ok \(pass [0-9]+, fail 0, skip [0-9]+\)" \
+			"$out" | tail -n1 || true)
+		if [ -n "$res" ]; then
+			carry_p=$((carry_p + $(sed -E 's/.*\(pass ([0-9]+),.*/\1/' <<<"$res")))
+			carry_s=$((carry_s + $(sed -E 's/.*skip ([0-9]+)\)$/\1/' <<<"$res")))
+			echo "check: retry: $name passed, not run again"
+			continue
+		fi
+		retry_args+=("$opt" "$arg") runs=1
+		[ "$opt" = -x ] && [ "$xs" = 1 ] || continue
+		# Its TAP lines in the last run, from its header on.
+		sect=$(sed -n "/^# selftests: vmfork: $name\$/,\$p" "$out")
+		plan=$(sed -nE 's/^1\.\.([0-9]+)$/\1/p' <<<"$sect" | head -n1)
+		[ -n "$plan" ] || continue
+		for ((n = 1; n <= plan; n++)); do
+			# Passed: "ok N" without SKIP, or skipped by an earlier retry's selection.
+			ok=$(grep -cE "^ok $n ([^#]*\$|.*# SKIP not in VMFORK_KTAP_ONLY\$)" <<<"$sect" || true)
+			[ "$ok" != 0 ] || retry_only+=${retry_only:+,}$n
+		done
+		echo "check: retry: of $name only test(s) ${retry_only:-none} (and those they need)"
+	done
+	# Nothing failed that a test reports (the VM died after the last one): all again.
+	if [ "$runs" = 0 ]; then
+		retry_args=("${all[@]}") retry_only='' carry_p=$p0 carry_s=$s0
+	fi
+}
+
+# A retry of vm_suite "$@" (as the run in $out left it): narrowed as above.
+retry() {
+	local k=$1 e env=()
+	shift
+	narrow_retry "$@"
+	for e in "${VM_ENV[@]+"${VM_ENV[@]}"}"; do
+		[[ "$e" == VMFORK_KTAP_ONLY=* ]] || env+=("$e")
+	done
+	[ -z "$retry_only" ] || env+=("VMFORK_KTAP_ONLY=$retry_only")
+	VM_ENV=("${env[@]+"${env[@]}"}")
+	vm_suite "$k" "${retry_args[@]}"
 }
 
 # One VM run: the test VM boots kernel $1 (vm-run.sh options in VM_OPTS, environment in
@@ -160,31 +222,40 @@ vm_suite() {
 	res=$(grep -E '^run-selftests: pass=[0-9]+ fail=[0-9]+ skip=[0-9]+' "$out" | tail -n1 || true)
 	log=$(sed -nE 's/^vm-run: (console log|timeout: .*console log): //p' "$out" | tail -n1)
 	if [ -z "$res" ] && { [ "$vm_rc" = 124 ] || [ "$vm_rc" = 125 ]; } &&
-		[ "${RETRY_ON_HANG:-0}" = 1 ] && [ "$retries_left" -gt 0 ]; then
-		retries_left=$((retries_left - 1))
+		[ "${RETRY_ON_HANG:-0}" = 1 ] && [ "$retries_left" -gt 0 ] &&
+		[ "$step_retries" -lt "$step_retries_max" ]; then
+		retries_left=$((retries_left - 1)) step_retries=$((step_retries + 1))
 		echo "check: the test VM of $label hung or died (exit status $vm_rc${log:+, log: $log});" \
 			"QEMU's TCG is known to wedge (docs/testing.md): one more try"
 		first_run_problems
-		vm_suite "$k" "$@"
+		retry "$k" "$@"
 		return
 	fi
 	if [ -z "$res" ]; then
 		problem "vm-run $label: no selftest results (exit status $vm_rc)${log:+; log: $log}"
+		carry_p=0 carry_s=0
 		return
 	fi
 	read -r p f s < <(sed -E 's/.*pass=([0-9]+) fail=([0-9]+) skip=([0-9]+).*/\1 \2 \3/' <<<"$res")
 	# A nested Linux guest that triple-faults under TCG: the known fault of QEMU's SVM
-	# emulation (docs/testing.md, with the cases seen). The whole step once more (the
-	# first run's output is above, in the log), within the check's retries.
+	# emulation (docs/testing.md, with the cases seen). Once more what did not pass
+	# (the first run's output is above, in the log), within the check's retries.
 	if [ "$f" != 0 ] && [ "${RETRY_ON_HANG:-0}" = 1 ] && [ "$retries_left" -gt 0 ] &&
+		[ "$step_retries" -lt "$step_retries_max" ] &&
 		grep -q 'guest shutdown (triple fault)' "$out"; then
-		retries_left=$((retries_left - 1))
+		retries_left=$((retries_left - 1)) step_retries=$((step_retries + 1))
 		echo "check: a nested guest of $label triple-faulted ($f failed; the known" \
-			"nested-TCG fault, docs/testing.md): the step once more"
+			"nested-TCG fault, docs/testing.md): once more, what did not pass"
 		first_run_problems
-		vm_suite "$k" "$@"
+		retry "$k" "$@"
 		return
 	fi
+	# A narrowed retry: the tests it left out passed in an earlier run.
+	local left_out=0
+	if [[ " ${VM_ENV[*]-} " == *" VMFORK_KTAP_ONLY="* ]]; then
+		left_out=$(grep -c '^ok [0-9]* .*# SKIP not in VMFORK_KTAP_ONLY$' "$out" || true)
+	fi
+	p=$((p + carry_p + left_out)) s=$((s + carry_s - left_out)) carry_p=0 carry_s=0
 	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
 	# Results were read; now what the VM itself reported.
 	if grep -q '^vm-run: kernel reported problems' "$out"; then
@@ -208,7 +279,7 @@ for k in "${kernels[@]}"; do
 		# One pass both leak-checked and fault-injected.
 		VM_OPTS=(--leak-check)
 	fi
-	step "selftests in a VM, kernel $k ${VM_OPTS[*]}"
+	step "selftests in a VM, kernel $k${VM_OPTS[*]:+ ${VM_OPTS[*]}}"
 	label=$k
 	if [ "$k" = debug ]; then
 		# The module's own kselftests and the VMM's tests under KASAN, lockdep and
