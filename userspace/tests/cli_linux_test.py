@@ -226,7 +226,7 @@ def layer_holders():
 
 
 @ktap.test("disks: each clone gets a copy-on-write view of the fork instant; 3 generations; reset",
-           needs=(1,))
+           needs=(2,))
 def _():
     assert disk_read("lx", 0).startswith("BASEBASE"), disk_read("lx", 0)
     assert ls()["lx"]["disks"][0]["path"] == os.path.realpath(DISK)
@@ -314,7 +314,7 @@ rm -f /tmp/hooks
 
 
 @ktap.test("ext4 on a disk, written across the fork: every clone's is clean (e2fsck) after "
-           "its own writes, and holds only those", needs=(1,))
+           "its own writes, and holds only those", needs=(2,))
 def _():
     # A writer that never stops: 20 files rewritten, a sync now and then; the fork
     # comes in the middle of it.
@@ -341,7 +341,7 @@ def _():
 
 
 @ktap.test("customization without reboot: hostname, machine-id, hooks in order; a failing hook shows",
-           needs=(1,))
+           needs=(2,))
 def _():
     assert ls()["lx"]["customize"]["state"] == "done", ls()["lx"]["customize"]
     assert exec_in("lx", "hostname").stdout == "lx\n"
@@ -371,7 +371,7 @@ def _():
 
 
 @ktap.test("an exec session open at the fork is reset in the clone, and goes on in the parent",
-           needs=(1,))
+           needs=(2,))
 def _():
     p = subprocess.Popen([VMFORK, "exec", "-i", "lx", "--", "sh", "-c",
                           "echo ready; read x; echo got-$x"], env=ENV, text=True,
@@ -418,7 +418,7 @@ def random_in(name):
 
 
 @ktap.test("4 clones read /dev/urandom after the fork: all differ; without VMGenID all read alike",
-           needs=(1,))
+           needs=(2,))
 def _():
     # rn-1: a quiet guest (no ticker, no customization: nothing in it draws random
     # numbers but what the test runs) whose CRNG its new VM generation just reseeded.
@@ -662,7 +662,7 @@ def _try_connect(netns_path, port):
         return None
 
 
-@ktap.test("bad Linux boot input: a clear error, exit 1, nothing left behind", needs=(1,))
+@ktap.test("bad Linux boot input: a clear error, exit 1, nothing left behind", needs=(2,))
 def _():
     before = sorted(os.listdir(RUNTIME))
     big = os.path.join(RUNTIME, "big.img")
