@@ -55,8 +55,9 @@ int cmd_run(const Globals& g, const RunOptions& o) {
 
 namespace {
 
-// Waits until the customization of each started clone in r["clones"] is over; adds
-// "customize" (the VMM's report) to each. False if any did not end "done".
+// Waits until the customization of each started clone in r["clones"] is over, or its
+// VM stopped (a vCPU's error: nothing will answer); adds "customize" (the VMM's
+// report) to each. False if any did not end "done".
 bool wait_ready(const Globals& g, const control::RuntimeDir& dir, json& r) {
     bool all_ok = true;
     const auto deadline = std::chrono::steady_clock::now() + g.timeout;
@@ -67,9 +68,19 @@ bool wait_ready(const Globals& g, const control::RuntimeDir& dir, json& r) {
         const auto name = c.at("name").get<std::string>();
         json st;
         for (;;) {
-            st = call(dir, name, "info", json::object(), g.timeout).value("customize", json());
+            const json info = call(dir, name, "info", json::object(), g.timeout);
+            st = info.value("customize", json());
             const auto state = st.value("state", std::string("none"));
             if (state != "pending") {
+                break;
+            }
+            const auto vm_state = info.value("state", std::string());
+            if (vm_state == "error" || vm_state == "stopped") {
+                std::string why = "the VM is " + vm_state;
+                for (const auto& e : info.value("vcpu_errors", json::array())) {
+                    why += "; " + e.get<std::string>();
+                }
+                st["error"] = why;
                 break;
             }
             if (std::chrono::steady_clock::now() >= deadline) {

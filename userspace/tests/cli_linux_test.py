@@ -347,9 +347,10 @@ def _():
     assert exec_in("lx", "hostname").stdout == "lx\n"
     p = exec_in("lx", "sh", "-c", HOOKS)
     assert p.returncode == 0, p
-    p = vmfork("fork", "lx", "-n", "2", "--name-prefix", "cz-", "--wait-ready", "--json",
-               check=False)
-    assert p.returncode == 1, "cz-2's hook fails: --wait-ready must say so"
+    # vmfork's own limits (the fork, then the wait) stay inside this call's.
+    p = vmfork("--timeout", "60", "fork", "lx", "-n", "2", "--name-prefix", "cz-",
+               "--wait-ready", "--json", check=False, timeout=3 * TIMEOUT)
+    assert p.returncode == 1, f"cz-2's hook fails: --wait-ready must say so: {p}"
     r = {c["name"]: c for c in json.loads(p.stdout)["clones"]}
     assert r["cz-1"]["customize"]["state"] == "done", r["cz-1"]
     assert r["cz-2"]["customize"]["state"] == "failed", r["cz-2"]
