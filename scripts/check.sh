@@ -136,6 +136,9 @@ fi
 
 # Counts of a step's earlier runs that its retry left out (narrow_retry).
 carry_p=0 carry_s=0
+# How ktap.py reports a test that VMFORK_KTAP_ONLY left out (it passed in an earlier run).
+left_out_mark='# SKIP not in VMFORK_KTAP_ONLY$'
+
 
 # Whether the test VM's kernel died of the known nested-TCG fault (docs/testing.md): an
 # interrupt taken inside svm_vcpu_enter_exit that overran the stack. $1: console log.
@@ -183,7 +186,7 @@ narrow_retry() {
 		if [ -n "$res" ]; then
 			# Its tests an earlier retry's selection skipped had passed before that.
 			n=$(sed -n "/^# selftests: vmfork: $name\$/,/^# selftests: vmfork: $name: /p" "$out" |
-				grep -c '^ok [0-9]* .*# SKIP not in VMFORK_KTAP_ONLY$' || true)
+				grep -c "^ok [0-9]* .*$left_out_mark" || true)
 			carry_p=$((carry_p + n + $(sed -E 's/.*\(pass ([0-9]+),.*/\1/' <<<"$res")))
 			carry_s=$((carry_s - n + $(sed -E 's/.*skip ([0-9]+)\)$/\1/' <<<"$res")))
 			echo "check: retry: $name passed, not run again"
@@ -197,7 +200,7 @@ narrow_retry() {
 		[ -n "$plan" ] || continue
 		for ((n = 1; n <= plan; n++)); do
 			# Passed: "ok N" without SKIP, or skipped by an earlier retry's selection.
-			ok=$(grep -cE "^ok $n ([^#]*\$|.*# SKIP not in VMFORK_KTAP_ONLY\$)" <<<"$sect" || true)
+			ok=$(grep -cE "^ok $n ([^#]*\$|.*$left_out_mark)" <<<"$sect" || true)
 			[ "$ok" != 0 ] || retry_only+=${retry_only:+,}$n
 		done
 		echo "check: retry: of $name only test(s) ${retry_only:-none} (and those they need)"
@@ -266,7 +269,7 @@ vm_suite() {
 	# A narrowed retry: the tests it left out passed in an earlier run.
 	local left_out=0
 	if [[ " ${VM_ENV[*]-} " == *" VMFORK_KTAP_ONLY="* ]]; then
-		left_out=$(grep -c '^ok [0-9]* .*# SKIP not in VMFORK_KTAP_ONLY$' "$out" || true)
+		left_out=$(grep -c "^ok [0-9]* .*$left_out_mark" "$out" || true)
 	fi
 	p=$((p + carry_p + left_out)) s=$((s + carry_s - left_out)) carry_p=0 carry_s=0
 	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "vmfork/control/runtime_dir.h"
 #include "vmfork/control/server.h"
@@ -158,6 +159,9 @@ control::Client connect(const control::RuntimeDir& dir, const std::string& name)
 // One request to a VM, errors as CliError naming the VM.
 json call(const control::RuntimeDir& dir, const std::string& name, const std::string& op,
           const json& args, std::chrono::milliseconds timeout);
+// For a VM's "info" reply: "error; vCPU 0: ..." (its state and vCPU errors) if nothing
+// runs in it any more (state error or stopped), else nothing.
+std::optional<std::string> stopped_vm(const json& info);
 // The launch spec of a booted VM for o: checks the devices, the name (default: the
 // first free vm1, vm2, ...), --mem and a Linux guest's files; CliError says what to fix.
 LaunchSpec boot_spec(const control::RuntimeDir& dir, const RunOptions& o);

@@ -74,13 +74,8 @@ bool wait_ready(const Globals& g, const control::RuntimeDir& dir, json& r) {
             if (state != "pending") {
                 break;
             }
-            const auto vm_state = info.value("state", std::string());
-            if (vm_state == "error" || vm_state == "stopped") {
-                std::string why = "the VM is " + vm_state;
-                for (const auto& e : info.value("vcpu_errors", json::array())) {
-                    why += "; " + e.get<std::string>();
-                }
-                st["error"] = why;
+            if (const auto why = stopped_vm(info)) {
+                st["error"] = "the VM is " + *why;
                 break;
             }
             if (std::chrono::steady_clock::now() >= deadline) {

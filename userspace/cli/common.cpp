@@ -83,6 +83,17 @@ json call(const control::RuntimeDir& dir, const std::string& name, const std::st
     }
 }
 
+std::optional<std::string> stopped_vm(const json& info) {
+    auto why = info.value("state", std::string());
+    if (why != "error" && why != "stopped") {
+        return std::nullopt;
+    }
+    for (const auto& e : info.value("vcpu_errors", json::array())) {
+        why += "; " + e.get<std::string>();
+    }
+    return why;
+}
+
 std::string default_kernel() {
     utsname u{};
     if (::uname(&u) < 0) {

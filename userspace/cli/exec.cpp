@@ -26,16 +26,11 @@ UniqueFd connect_agent(const Globals& g, const std::string& name, std::chrono::s
                               "a Linux guest with vmfork-agent");
     }
     // A VM that nothing runs in would only let the connect time out.
-    const auto state = info.value("state", std::string());
-    if (state == "error" || state == "stopped") {
-        std::string why;
-        for (const auto& e : info.value("vcpu_errors", json::array())) {
-            why += "; " + e.get<std::string>();
-        }
-        throw CliError(name + " is " + state + why + ": nothing runs in it (`vmfork console " +
-                       name + "` shows how it ended)");
+    if (const auto why = stopped_vm(info)) {
+        throw CliError(name + " is " + *why + ": nothing runs in it (`vmfork console " + name +
+                       "` shows how it ended)");
     }
-    if (state == "template") {
+    if (info.value("state", std::string()) == "template") {
         throw CliError(name + " is a template (frozen): exec in one of its clones");
     }
     const auto cid = info.value("vsock_cid", std::uint64_t{0});
