@@ -28,7 +28,7 @@ def test(name, needs=(), always=False):
     """Registers the decorated function as the test called name, in order. needs: the
     numbers of earlier tests whose results (a booted guest, its clones) this one uses;
     always: it runs whenever any test runs (a final scan or cleanup). Both only matter
-    with VMFORK_KTAP_ONLY."""
+    with VMFORK_KTAP_ONLY or VMFORK_KTAP_SUBSET (main())."""
     def wrap(fn):
         _tests.append((name, fn, tuple(needs), always))
         return fn
@@ -42,21 +42,19 @@ def skip_all(reason):
     sys.exit(4)
 
 
-def _selected():
-    """VMFORK_KTAP_ONLY="4,8" (to debug one test, or to run again only what failed): the
-    numbers of the tests to run, with the tests they need (transitively) and the
-    "always" ones; the others are reported as skipped ("# SKIP not in
-    VMFORK_KTAP_ONLY")."""
-    only = os.environ.get("VMFORK_KTAP_ONLY", "")
+def _numbers(var):
+    """The tests named in environment variable var ("4,8"), with the tests they need
+    (transitively) and the "always" ones; None when var is unset or empty."""
+    only = os.environ.get(var, "")
     if not only:
         return None
     try:
         todo = [int(n) for n in only.split(",")]
     except ValueError:
-        sys.exit(f"ktap: VMFORK_KTAP_ONLY={only!r}: expected test numbers, like 1,4")
+        sys.exit(f"ktap: {var}={only!r}: expected test numbers, like 1,4")
     bad = [n for n in todo if not 1 <= n <= len(_tests)]
     if bad:
-        sys.exit(f"ktap: VMFORK_KTAP_ONLY={only!r}: no test {bad[0]} (1..{len(_tests)})")
+        sys.exit(f"ktap: {var}={only!r}: no test {bad[0]} (1..{len(_tests)})")
     selected = {i for i, t in enumerate(_tests, 1) if t[3]}
     while todo:
         n = todo.pop()
@@ -69,12 +67,26 @@ def _selected():
 def main(cleanup=None, max_lines=40):
     """Runs every test (one failure does not stop the others), then cleanup();
     prints the plan, a line per test, a failure's first max_lines lines as
-    comments and the Totals line. Returns the exit status."""
-    selected = _selected()
+    comments and the Totals line. Returns the exit status.
+
+    Two selections, by test number, each with the tests the named ones need and the
+    "always" ones:
+      VMFORK_KTAP_SUBSET  what this file runs in this configuration (a slow kernel
+                          runs part of a suite, as a gtest filter does): the others
+                          are not run and not counted, a "# not run: N" comment each.
+      VMFORK_KTAP_ONLY    to debug one test, or to run again only what failed: the
+                          others are reported as skipped ("# SKIP not in
+                          VMFORK_KTAP_ONLY"), since they ran before.
+    """
+    subset = _numbers("VMFORK_KTAP_SUBSET")
+    selected = _numbers("VMFORK_KTAP_ONLY")
     print("TAP version 13")
     print(f"1..{len(_tests)}")
     passed = failed = skipped = 0
     for i, (name, fn, _, _) in enumerate(_tests, 1):
+        if subset is not None and i not in subset:
+            print(f"# not run: {i} {name} (not in VMFORK_KTAP_SUBSET)")
+            continue
         if selected is not None and i not in selected:
             print(f"ok {i} {name} # SKIP not in VMFORK_KTAP_ONLY")
             skipped += 1
