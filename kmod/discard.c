@@ -25,7 +25,7 @@ static int vmfork_mem_zero_partial(struct vmfork_mem *mem, pgoff_t pgoff,
 	lockdep_assert_held(&mem->lock);
 	if (!vmfork_layer_lookup(mem->top, pgoff))
 		return 0;
-	page = vmfork_mem_private_page(mem, pgoff);
+	page = vmfork_mem_private_page(mem, pgoff, NULL);
 	if (IS_ERR(page))
 		return PTR_ERR(page);
 	memzero_page(page, off, len);

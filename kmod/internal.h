@@ -126,7 +126,8 @@ void vmfork_mem_update_stats(struct vmfork_mem *mem);
 void vmfork_mem_read_stats(struct vmfork_mem *mem, struct vmfork_stats *st);
 void vmfork_mem_zap(struct vmfork_mem *mem, pgoff_t start, pgoff_t nr);
 void vmfork_mem_zap_private(struct vmfork_mem *mem);
-struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgoff);
+struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgoff,
+				     bool *zap_owed);
 
 /* fork.c */
 long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg);

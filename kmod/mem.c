@@ -218,9 +218,12 @@ void vmfork_mem_zap_private(struct vmfork_mem *mem)
 /*
  * Returns @mem's private page at @pgoff: its own, or a new one copied from
  * the nearest frozen layer (a COW break) or zeroed where no layer has one.
- * Mappings of the page it replaces are zapped so that they fault in the new one.
+ * Mappings of the page it replaces are zapped so that they fault in the new
+ * one; with @zap_owed, the caller takes that over: *@zap_owed is set when a
+ * page was replaced (see vmfork_fault()).
  */
-struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgoff)
+struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgoff,
+				     bool *zap_owed)
 {
 	struct vmfork_layer *top = mem->top;
 	struct page *page, *below, *old;
@@ -253,8 +256,32 @@ struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgoff)
 		trace_vmfork_cow(mem->id, pgoff);
 	}
 	vmfork_mem_update_stats(mem);
-	vmfork_mem_zap(mem, pgoff, 1);
+	if (zap_owed)
+		*zap_owed = true;
+	else
+		vmfork_mem_zap(mem, pgoff, 1);
 	return page;
+}
+
+/*
+ * Whether @vma is the only mapping of @mem. Every PTE of @mem's pages is
+ * installed by vmfork_fault() under mem->lock, which the caller holds, so
+ * then no PTE but @vma's can map @mem's page at any pgoff now.
+ */
+static bool vmfork_mem_sole_vma(struct vmfork_mem *mem,
+				struct vm_area_struct *vma)
+{
+	struct address_space *mapping = mem->inode->i_mapping;
+	struct rb_node *root;
+	bool sole;
+
+	lockdep_assert_held(&mem->lock);
+	i_mmap_lock_read(mapping);
+	root = mapping->i_mmap.rb_root.rb_node;
+	sole = root && !root->rb_left && !root->rb_right &&
+	       rb_entry(root, struct vm_area_struct, shared.rb) == vma;
+	i_mmap_unlock_read(mapping);
+	return sole;
 }
 
 /*
@@ -264,10 +291,19 @@ struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgoff)
  */
 #define VMFORK_FAULT_ERROR	VM_FAULT_SIGBUS
 
+/*
+ * A write fault here (->fault: the faulting PTE was empty) that replaces a
+ * page of a VMA mapped nowhere else does not zap that page at once: zapping
+ * a pgoff fires the MMU notifier even where nothing maps it, which makes KVM
+ * drop the range and retry the very stage-2 fault that led here. Only a PTE
+ * that another fault installed since this one began can map the old page;
+ * that PTE makes vm_insert_page() fail with -EBUSY, and then the zap is made.
+ */
 static vm_fault_t vmfork_fault(struct vm_fault *vmf)
 {
 	struct vmfork_mem *mem = vmf->vma->vm_file->private_data;
 	struct page *page, *zero = NULL;
+	bool zap_owed = false;
 	vm_fault_t ret;
 	int err;
 
@@ -278,7 +314,9 @@ static vm_fault_t vmfork_fault(struct vm_fault *vmf)
 	if (mutex_lock_killable(&mem->lock))
 		return VM_FAULT_SIGBUS;
 	if (vmf->flags & FAULT_FLAG_WRITE) {
-		page = vmfork_mem_private_page(mem, vmf->pgoff);
+		page = vmfork_mem_private_page(mem, vmf->pgoff,
+					       vmfork_mem_sole_vma(mem, vmf->vma) ?
+					       &zap_owed : NULL);
 		if (IS_ERR(page)) {
 			ret = VMFORK_FAULT_ERROR;
 			goto out;
@@ -292,6 +330,8 @@ static vm_fault_t vmfork_fault(struct vm_fault *vmf)
 	}
 	/* Read-only (write-notify): the first store goes to ->page_mkwrite. */
 	err = vm_insert_page(vmf->vma, vmf->address & PAGE_MASK, page);
+	if (err && zap_owed)
+		vmfork_mem_zap(mem, vmf->pgoff, 1);
 	if (err && err != -EBUSY)	/* -EBUSY: another fault mapped it */
 		ret = vmf_error(err);
 	else
@@ -311,7 +351,7 @@ static vm_fault_t vmfork_page_mkwrite(struct vm_fault *vmf)
 
 	if (mutex_lock_killable(&mem->lock))
 		return VM_FAULT_SIGBUS;
-	page = vmfork_mem_private_page(mem, vmf->pgoff);
+	page = vmfork_mem_private_page(mem, vmf->pgoff, NULL);
 	if (IS_ERR(page)) {
 		ret = VMFORK_FAULT_ERROR;
 	} else if (page == vmf->page) {
@@ -437,7 +477,7 @@ static ssize_t vmfork_mem_write_iter(struct kiocb *iocb, struct iov_iter *from)
 			err = -EINTR;
 			break;
 		}
-		page = vmfork_mem_private_page(mem, pos >> PAGE_SHIFT);
+		page = vmfork_mem_private_page(mem, pos >> PAGE_SHIFT, NULL);
 		if (!IS_ERR(page))
 			memcpy_page(page, off, bounce, off, n);
 		mutex_unlock(&mem->lock);

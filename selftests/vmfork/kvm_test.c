@@ -11,6 +11,7 @@
  *                   out 0x10, eax; hlt
  *   0x1100  report: eax = [0x2000]; out 0x10, eax; hlt
  *   0x1200  spin:   inc dword [0x2000]; jmp 0x1200
+ *   0x1300  touch:  eax = 0x7007; [0x5000], [0x6000], ... [0xc000] = eax; hlt
  */
 #include "vmfork_test.h"
 
@@ -22,6 +23,9 @@
 #define A_DST		0x2000
 #define A_REPORT	0x3000
 #define A_SRC		0x4000
+#define RIP_TOUCH	0x1300
+#define A_TOUCH		0x5000	/* TOUCH_PAGES pages from here */
+#define TOUCH_PAGES	8
 
 static const __u8 code_copy[] = {
 	G_MOV_EAX_MEM(A_SRC), G_MOV_MEM_EAX(A_DST), G_MOV_EAX_MEM(A_REPORT),
@@ -34,11 +38,23 @@ static const __u8 code_spin[] = {
 	G_INC_MEM32(A_DST), G_JMP_REL8(-7),
 };
 
+/* Plain stores: a read-modify-write is a read fault first under QEMU's TCG. */
+#define TOUCH_VALUE	0x7007
+static const __u8 code_touch[] = {
+	G_MOV_EAX_IMM(TOUCH_VALUE),
+	G_MOV_MEM_EAX(A_TOUCH + 0x0000), G_MOV_MEM_EAX(A_TOUCH + 0x1000),
+	G_MOV_MEM_EAX(A_TOUCH + 0x2000), G_MOV_MEM_EAX(A_TOUCH + 0x3000),
+	G_MOV_MEM_EAX(A_TOUCH + 0x4000), G_MOV_MEM_EAX(A_TOUCH + 0x5000),
+	G_MOV_MEM_EAX(A_TOUCH + 0x6000), G_MOV_MEM_EAX(A_TOUCH + 0x7000),
+	G_HLT,
+};
+
 static void put_code(void *mem)
 {
 	memcpy((char *)mem + RIP_COPY, code_copy, sizeof(code_copy));
 	memcpy((char *)mem + RIP_REPORT, code_report, sizeof(code_report));
 	memcpy((char *)mem + RIP_SPIN, code_spin, sizeof(code_spin));
+	memcpy((char *)mem + RIP_TOUCH, code_touch, sizeof(code_touch));
 }
 
 static inline __u32 *u32at(void *mem, __u64 off)
@@ -387,6 +403,46 @@ TEST_F(kvm, template_guest_write_faults)
 		TH_LOG("a template must not change");
 	}
 	EXPECT_EQ(0x7e000001U, pread32(_metadata, self->child, A_DST));
+}
+
+/*
+ * A child guest's first store to a page it shares takes one stage-2 fault:
+ * the COW break for a mapping that nothing else maps must not fire the MMU
+ * notifier, which would make KVM drop the fault it is handling and take it
+ * again (two faults per page with the module before this was fixed).
+ */
+TEST_F(kvm, first_write_one_fault)
+{
+	__u64 before, after;
+	struct kvm_outcome o;
+	int i;
+
+	for (i = 0; i < TOUCH_PAGES; i++)
+		wr32(self->pmem, A_TOUCH + PAGES(i), 0x5100 + i);
+	self->child = vmfork_fork(_metadata, self->parent, 0, NULL);
+	self->cmem = vmfork_mmap(_metadata, self->child, GUEST_SIZE, 0,
+				 PROT_READ | PROT_WRITE);
+	kvm_vm_setup(_metadata, &self->cvm, self->cmem, GUEST_SIZE, RIP_TOUCH);
+	if (kvm_vcpu_stat(&self->cvm, "pf_taken", &before))
+		SKIP(return, "no vCPU statistic pf_taken: %s", strerror(errno));
+	ASSERT_EQ(0, kvm_run_to_hlt(&self->cvm, &o)) {
+		TH_LOG("the guest must run to HLT: KVM_RUN %d (%s), exit reason %u",
+		       o.ret, strerror(o.err), o.exit_reason);
+	}
+	ASSERT_EQ(0, kvm_vcpu_stat(&self->cvm, "pf_taken", &after));
+	for (i = 0; i < TOUCH_PAGES; i++) {
+		EXPECT_EQ((__u32)TOUCH_VALUE, rd32(self->cmem, A_TOUCH + PAGES(i)));
+		EXPECT_EQ(0x5100U + i, rd32(self->pmem, A_TOUCH + PAGES(i))) {
+			TH_LOG("the child guest's store must not reach the parent");
+		}
+	}
+	/* The code page's fault, one per page stored to, and some slack. */
+	EXPECT_LE(after - before, 1ULL + TOUCH_PAGES + 3) {
+		TH_LOG("%llu stage-2 faults for %d first stores: each was taken again",
+		       (unsigned long long)(after - before), TOUCH_PAGES);
+	}
+	TH_LOG("%llu stage-2 faults for the code page and %d first stores",
+	       (unsigned long long)(after - before), TOUCH_PAGES);
 }
 
 VMFORK_LEAK_CHECK_TEST()

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -120,6 +121,40 @@ void kvm_vm_free(struct kvm_vm *vm)
 		close(vm->kvm_fd);
 	memset(vm, 0, sizeof(*vm));
 	vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = -1;
+}
+
+int kvm_vcpu_stat(struct kvm_vm *vm, const char *name, __u64 *value)
+{
+	struct kvm_stats_header h;
+	struct kvm_stats_desc *d;
+	size_t dsize;
+	int fd, ret = -1;
+	__u32 i;
+
+	fd = ioctl(vm->vcpu_fd, KVM_GET_STATS_FD, NULL);
+	if (fd < 0)
+		return -1;
+	if (pread(fd, &h, sizeof(h), 0) != sizeof(h))
+		goto out;
+	dsize = sizeof(*d) + h.name_size;
+	d = malloc(dsize);
+	if (!d)
+		goto out;
+	errno = ENOENT;
+	for (i = 0; i < h.num_desc; i++) {
+		if (pread(fd, d, dsize, h.desc_offset + i * dsize) != (ssize_t)dsize)
+			break;
+		if (strncmp(d->name, name, h.name_size))
+			continue;
+		if (pread(fd, value, sizeof(*value), h.data_offset + d->offset) ==
+		    sizeof(*value))
+			ret = 0;
+		break;
+	}
+	free(d);
+out:
+	close(fd);
+	return ret;
 }
 
 int kvm_run_to_hlt(struct kvm_vm *vm, struct kvm_outcome *o)

@@ -21,6 +21,8 @@
 #define G_HI(a)			(((a) >> 8) & 0xff)
 #define G_MOV_EAX_MEM(a)	0x66, 0xa1, G_LO(a), G_HI(a)	/* mov eax, [a] */
 #define G_MOV_MEM_EAX(a)	0x66, 0xa3, G_LO(a), G_HI(a)	/* mov [a], eax */
+#define G_MOV_EAX_IMM(v)	0x66, 0xb8, (v) & 0xff, ((v) >> 8) & 0xff, \
+				((v) >> 16) & 0xff, ((v) >> 24) & 0xff /* mov eax, v */
 #define G_INC_MEM32(a)		0x66, 0xff, 0x06, G_LO(a), G_HI(a) /* inc dword [a] */
 #define G_OUT_EAX(p)		0x66, 0xe7, (p)			/* out p, eax */
 #define G_JMP_REL8(d)		0xeb, ((d) & 0xff)		/* jmp short */
@@ -54,6 +56,12 @@ int __kvm_vcpu_create(struct kvm_vm *vm);
 int __kvm_vcpu_real_mode(struct kvm_vm *vm, __u64 rip, __u64 ds_base);
 int __kvm_vcpu_set_rip(struct kvm_vm *vm, __u64 rip);
 void kvm_vm_free(struct kvm_vm *vm);
+/*
+ * The vCPU's statistic @name (KVM_GET_STATS_FD, e.g. "pf_taken": stage-2
+ * faults KVM handled, a retried one counted again). Returns 0, or -1 with
+ * errno set (ENOENT: no such statistic).
+ */
+int kvm_vcpu_stat(struct kvm_vm *vm, const char *name, __u64 *value);
 
 /*
  * Runs the vCPU until HLT, an error or an unexpected exit; collects the
