@@ -121,6 +121,26 @@ void Bench::cow(SizeCtx& c) {
                 touch_ns(m.data() + n * page, n, true));
         }
     }
+    // The same from inside the guest, through KVM: the first touches the built-in guest
+    // times at the start of a clone (TSC), on vmfork's shared pages and on a process
+    // fork's anonymous COW pages.
+    for (unsigned r = 0; r < o_.repeat; ++r) {
+        GuestMemory g(c.tmpl->fork(ForkMode::Live));
+        request_probe(g, n);
+        const CloneIdentity id{c.tmpl_src.generation, g.object().id()};
+        const Running vm = launch(kvm_, std::move(g), c.tmpl_src, id, std::nullopt);
+        (void)wait_running(vm, "a probed vmfork-template clone");
+        const TouchProbe p =
+            read_probe(vm.machine->memory(), id.generation, c.tmpl_src.state.vcpus.at(0).tsc_khz);
+        add("guest_first_read_ns", Strategy::VmforkTemplate, "", c.size, n, r, p.read_ns);
+        add("guest_first_write_ns", Strategy::VmforkTemplate, "", c.size, n, r, p.write_ns);
+        if (!c.anon.machine) {
+            continue; // no process-fork parent (--strategies left it out)
+        }
+        const Trial t = clone_process(c, n);
+        add("guest_first_read_ns", Strategy::ProcessFork, "", c.size, n, r, t.probe.read_ns);
+        add("guest_first_write_ns", Strategy::ProcessFork, "", c.size, n, r, t.probe.write_ns);
+    }
     progress(fmt::format("COW and first-read cost measured ({} pages per sample)", n));
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <fmt/format.h>
 #include <sys/mman.h>
 #include <thread>
@@ -124,6 +125,24 @@ Running prepare(const Kvm& kvm) {
     Running r;
     r.machine = Machine::prepare(kvm, 1, config_for(*r.watch));
     return r;
+}
+
+void request_probe(const GuestMemory& mem, std::uint64_t pages) {
+    mem.write(VMFORK_GUEST_IDENTITY + offsetof(vmfork_guest_identity, probe_pages), pages);
+}
+
+TouchProbe read_probe(const GuestMemory& mem, std::uint64_t generation, std::uint32_t tsc_khz) {
+    const auto slot = mem.read<vmfork_guest_slot>(VMFORK_GUEST_SLOTS);
+    if (slot.probe_generation != generation || slot.probe_pages == 0 || tsc_khz == 0) {
+        throw SystemError(EPROTO, fmt::format("the guest made no first-touch probe at generation "
+                                              "{} (its last: generation {}, {} pages; TSC {} kHz)",
+                                              generation, slot.probe_generation, slot.probe_pages,
+                                              tsc_khz));
+    }
+    const double ns_per_tick = 1e6 / tsc_khz;
+    const auto pages = static_cast<double>(slot.probe_pages);
+    return {slot.probe_pages, static_cast<double>(slot.probe_read_ticks) * ns_per_tick / pages,
+            static_cast<double>(slot.probe_write_ticks) * ns_per_tick / pages};
 }
 
 Mapping anon_mapping(std::uint64_t size, const std::string& what, bool dontfork) {

@@ -157,6 +157,21 @@ private:
     pid_t pid_ = -1;
 };
 
+// What the built-in guest measured of first touches of its pages, from inside, at the
+// start of a clone (vmfork_guest_identity.probe_pages): per page, in nanoseconds.
+struct TouchProbe {
+    std::uint64_t pages = 0;
+    double read_ns = 0;
+    double write_ns = 0;
+};
+
+// Asks the guest on mem for the probe of pages pages at its next generation (before
+// the clone runs: the host's write to its identity page).
+void request_probe(const GuestMemory& mem, std::uint64_t pages);
+// The probe the guest on mem made at the start of generation, its TSC at tsc_khz;
+// throws EPROTO if it made none.
+TouchProbe read_probe(const GuestMemory& mem, std::uint64_t generation, std::uint32_t tsc_khz);
+
 // One clone made by a strategy, alive until destroyed.
 struct Trial {
     double fork_us = 0;    // the strategy's own call (VM_FORK, fork(), mmap, copy)
@@ -164,6 +179,7 @@ struct Trial {
     double running_us = 0; // to the clone's first verified report
     Running vm;            // in this process
     ChildProcess process;  // or the process-fork child
+    TouchProbe probe;      // when asked for (process fork: read in the child)
 };
 
 // A snapshot of the parent: its RAM in a memfd, its state.
@@ -228,7 +244,8 @@ private:
     }
     Trial clone_vmfork_live(SizeCtx& c, std::optional<Running> pooled);
     Trial clone_vmfork_template(SizeCtx& c, std::optional<Running> pooled);
-    Trial clone_process(SizeCtx& c);
+    // probe_pages: the clone's guest measures its first touches (Trial::probe).
+    Trial clone_process(SizeCtx& c, std::uint64_t probe_pages = 0);
     Trial clone_full_copy(SizeCtx& c, std::optional<Running> pooled);
 
     const Kvm& kvm_;

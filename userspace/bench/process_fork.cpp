@@ -21,6 +21,7 @@ namespace {
 struct ForkAnswer {
     int ok = 0;
     std::int64_t first_ns = 0;
+    TouchProbe probe;
     std::array<char, 240> error = {};
 };
 
@@ -43,7 +44,7 @@ void Bench::make_anon_parent(SizeCtx& c) {
     (void)wait_running(c.anon, "the process-fork parent");
 }
 
-Trial Bench::clone_process(SizeCtx& c) {
+Trial Bench::clone_process(SizeCtx& c, std::uint64_t probe_pages) {
     Trial t;
     auto& a = *c.anon.machine;
     std::array<int, 2> fds{};
@@ -75,11 +76,18 @@ Trial Bench::clone_process(SizeCtx& c) {
         ForkAnswer ans;
         try {
             const CloneIdentity id{2, next_plain_id_ + 1000000};
-            Running r = launch(kvm_, GuestMemory::borrow(a.memory().at(0, c.size), c.size), src, id,
-                               std::nullopt);
+            GuestMemory ram = GuestMemory::borrow(a.memory().at(0, c.size), c.size);
+            if (probe_pages != 0) {
+                request_probe(ram, probe_pages);
+            }
+            Running r = launch(kvm_, std::move(ram), src, id, std::nullopt);
             ans.first_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                                wait_running(r, "the process-fork clone").time_since_epoch())
                                .count();
+            if (probe_pages != 0) {
+                ans.probe =
+                    read_probe(r.machine->memory(), id.generation, src.state.vcpus.at(0).tsc_khz);
+            }
             ans.ok = 1;
             if (::write(wr.get(), &ans, sizeof(ans)) < 0) {
                 ::_exit(1); // the parent sees EOF and reports the clone as failed
@@ -115,6 +123,7 @@ Trial Bench::clone_process(SizeCtx& c) {
     t.fork_us = us_between(f0, f1);
     t.pause_us = us_between(t0, tp);
     t.running_us = us_between(t0, Clock::time_point(std::chrono::nanoseconds(ans.first_ns)));
+    t.probe = ans.probe;
     return t;
 }
 

@@ -140,6 +140,23 @@ void print_tables(const Run& run) {
         }
         t.print();
     }
+    if (std::find(strategies.begin(), strategies.end(), Strategy::VmforkLive) != strategies.end()) {
+        fmt::print("\n== the parent's first live fork, all its RAM written since boot ==\n");
+        Table t;
+        t.rows.push_back({"guest RAM", "parent pause", "VMFORK_VM_FORK", "later live forks' pause",
+                          "process fork pause"});
+        for (const auto size : sizes) {
+            auto med = [&](const char* fig, Strategy s, const char* mode) {
+                return bench::format_us(median_of(samples, fig, s, mode, size));
+            };
+            t.rows.push_back({bench::format_bytes(static_cast<double>(size)),
+                              med("first_live_pause_us", Strategy::VmforkLive, "cold"),
+                              med("first_live_fork_us", Strategy::VmforkLive, "cold"),
+                              med("pause_us", Strategy::VmforkLive, "cold"),
+                              med("pause_us", Strategy::ProcessFork, "cold")});
+        }
+        t.print();
+    }
 
     if (run.has_figure("density")) {
         fmt::print("\n== {} clones of the {} guest (cold; memory: /proc/meminfo, parent + "
@@ -180,6 +197,24 @@ void print_tables(const Run& run) {
                               bench::format_us(r / 1000)});
         }
         t.print();
+        fmt::print("\n== first touch of a clone page, guest side (the guest's TSC, through KVM), "
+                   "per page ==\n");
+        Table g;
+        g.rows.push_back(
+            {"strategy", "first write", "vs process fork", "first read", "vs process fork"});
+        const double gw = median_of(samples, "guest_first_write_ns", Strategy::ProcessFork, "",
+                                    density_size, cow_pages);
+        const double gr = median_of(samples, "guest_first_read_ns", Strategy::ProcessFork, "",
+                                    density_size, cow_pages);
+        for (auto s : {Strategy::VmforkTemplate, Strategy::ProcessFork}) {
+            const double w =
+                median_of(samples, "guest_first_write_ns", s, "", density_size, cow_pages);
+            const double r =
+                median_of(samples, "guest_first_read_ns", s, "", density_size, cow_pages);
+            g.rows.push_back({name_of(s), bench::format_us(w / 1000), ratio_cell(w, gw),
+                              bench::format_us(r / 1000), ratio_cell(r, gr)});
+        }
+        g.print();
     }
     const double new_clone =
         median_of(samples, "running_us", Strategy::VmforkTemplate, "cold", density_size);

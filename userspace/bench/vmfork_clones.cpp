@@ -41,15 +41,24 @@ void Bench::boot(SizeCtx& c) {
 
 void Bench::make_template(SizeCtx& c) {
     auto& p = *c.parent.machine;
+    // The parent's first live fork, with all its RAM written since boot: every page is
+    // write-protected and frozen now, where a later fork has only what the parent wrote
+    // since the one before (the medians of the vmfork-live rows).
+    const auto t0 = Clock::now();
     p.pause();
     try {
         c.tmpl_src = capture_source(c.parent, 1);
+        const auto f0 = Clock::now();
         c.tmpl.emplace(p.memory().object().fork(ForkMode::Live));
+        add("first_live_fork_us", Strategy::VmforkLive, "cold", c.size, 0, 0,
+            us_between(f0, Clock::now()));
     } catch (...) {
         p.resume();
         throw;
     }
     p.resume();
+    add("first_live_pause_us", Strategy::VmforkLive, "cold", c.size, 0, 0,
+        us_between(t0, Clock::now()));
     // Freeze it: every later fork of it is O(1). The child of this fork is not used.
     (void)c.tmpl->fork(ForkMode::Template);
 }

@@ -48,10 +48,17 @@ struct vmfork_guest_boot_info {
 #define VMFORK_GUEST_MAX_PACE_US 1000000ULL
 #define VMFORK_GUEST_TIMER_VECTOR 0x40
 
-/* Written by the host before a VM (or a clone) runs; generation 0 = the original. */
+/*
+ * Written by the host before a VM (or a clone) runs; generation 0 = the original.
+ * probe_pages (the benchmark only, 0 otherwise): when vCPU 0 sees a new generation,
+ * before anything else, it first reads probe_pages pages of the filled RAM and then
+ * first writes as many others, and reports the TSC ticks each took (slot probe_*):
+ * the cost of a first touch of a clone's page from inside the guest.
+ */
 struct vmfork_guest_identity {
     volatile uint64_t generation;
     volatile uint64_t id;
+    volatile uint64_t probe_pages;
 };
 
 /*
@@ -81,6 +88,15 @@ struct vmfork_guest_slot {
     uint64_t fill_errors;    /* of those, wrong (content, or a tag this VM cannot have) */
     uint64_t fill_first_bad; /* guest-physical address of the first wrong page, or 0 */
     uint64_t fill_writes;    /* pages rewritten since boot (the tag counter) */
+    /*
+     * vCPU 0 only: the last first-touch probe (vmfork_guest_identity.probe_pages),
+     * made at the start of generation probe_generation: probe_pages pages read, then
+     * as many others written, and the TSC ticks each loop took.
+     */
+    uint64_t probe_generation;
+    uint64_t probe_pages;
+    uint64_t probe_read_ticks;
+    uint64_t probe_write_ticks;
 };
 
 #define VMFORK_GUEST_FILL_WRITES 4
