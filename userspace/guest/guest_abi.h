@@ -52,7 +52,7 @@ struct vmfork_guest_boot_info {
  * Written by the host before a VM (or a clone) runs; generation 0 = the original.
  * probe_pages (the benchmark only, 0 otherwise): when vCPU 0 sees a new generation,
  * before anything else, it first reads probe_pages pages of the filled RAM and then
- * first writes as many others, and reports the TSC ticks each took (slot probe_*):
+ * fills as many others anew, and reports the TSC ticks each took (slot probe_*):
  * the cost of a first touch of a clone's page from inside the guest.
  */
 struct vmfork_guest_identity {
