@@ -104,18 +104,19 @@ private:
     std::vector<std::unique_ptr<LayeredDisk>> clones_;
 };
 
-// A clone is a new file sharing the image's extents (ioctl FICLONE), opened with
-// O_DIRECT as a VMM would use it.
+// A clone is a new file sharing the image's extents (ioctl FICLONE), opened as a VMM
+// would use it (O_DIRECT unless the bench runs --buffered).
 class ReflinkMechanism final : public Mechanism {
 public:
-    ReflinkMechanism(const std::string& dir, const ImageLayout& layout)
-        : layout_(layout), xfs_(dir, fs_size(layout)), image_(xfs_.mount().path() + "/image.raw") {}
+    ReflinkMechanism(const std::string& dir, const ImageLayout& layout, bool direct)
+        : layout_(layout), direct_(direct), xfs_(dir, fs_size(layout)),
+          image_(xfs_.mount().path() + "/image.raw") {}
 
     [[nodiscard]] std::string name() const override { return "reflink"; }
     [[nodiscard]] std::string needs() const override {
         return "a reflink filesystem (XFS reflink=1, btrfs) under the images; no privilege";
     }
-    [[nodiscard]] bool direct_io() const override { return true; }
+    [[nodiscard]] bool direct_io() const override { return direct_; }
 
     void prepare() override {
         image_fd_ = make_sparse_file(image_, layout_.size());
@@ -125,7 +126,7 @@ public:
     void clone() override {
         const std::string path =
             fmt::format("{}/clone-{}.raw", xfs_.mount().path(), clones_.size());
-        UniqueFd fd = open_checked(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT);
+        UniqueFd fd = open_checked(path, O_RDWR | O_CREAT | O_EXCL | (direct_ ? O_DIRECT : 0));
         if (::ioctl(fd.get(), FICLONE, image_fd_.get()) != 0) {
             throw SystemError::from_errno("ioctl FICLONE " + image_ + " to " + path);
         }
@@ -151,6 +152,7 @@ public:
 
 private:
     ImageLayout layout_;
+    bool direct_;
     XfsOnLoop xfs_;
     std::string image_;
     UniqueFd image_fd_;
@@ -163,8 +165,9 @@ std::unique_ptr<Mechanism> make_layers(const std::string& dir, const ImageLayout
     return std::make_unique<LayersMechanism>(dir, layout);
 }
 
-std::unique_ptr<Mechanism> make_reflink(const std::string& dir, const ImageLayout& layout) {
-    return std::make_unique<ReflinkMechanism>(dir, layout);
+std::unique_ptr<Mechanism> make_reflink(const std::string& dir, const ImageLayout& layout,
+                                        bool direct) {
+    return std::make_unique<ReflinkMechanism>(dir, layout, direct);
 }
 
 } // namespace vmfork::diskbench

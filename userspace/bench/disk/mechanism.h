@@ -75,8 +75,11 @@ public:
 // /var/tmp): an XFS on a loop device for layers and reflinks, loop devices under a
 // thin pool for dm-thin.
 std::unique_ptr<Mechanism> make_layers(const std::string& dir, const ImageLayout& layout);
-std::unique_ptr<Mechanism> make_reflink(const std::string& dir, const ImageLayout& layout);
+// direct: the clones' files or devices are opened with O_DIRECT (else buffered, as
+// LayeredDisk's layers are; a flush is an fdatasync either way).
+std::unique_ptr<Mechanism> make_reflink(const std::string& dir, const ImageLayout& layout,
+                                        bool direct);
 std::unique_ptr<Mechanism> make_thin(const std::string& dir, const ImageLayout& layout,
-                                     std::uint64_t thin_block);
+                                     std::uint64_t thin_block, bool direct);
 
 } // namespace vmfork::diskbench

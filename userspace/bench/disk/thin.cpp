@@ -25,8 +25,8 @@ constexpr std::uint32_t origin_id = 0;
 
 class ThinMechanism final : public Mechanism {
 public:
-    ThinMechanism(std::string dir, const ImageLayout& layout, std::uint64_t thin_block)
-        : layout_(layout), dir_(std::move(dir)), block_(thin_block),
+    ThinMechanism(std::string dir, const ImageLayout& layout, std::uint64_t thin_block, bool direct)
+        : layout_(layout), dir_(std::move(dir)), block_(thin_block), direct_(direct),
           prefix_(fmt::format("vmfork-bench-{}", ::getpid())) {
         if (block_ % (std::uint64_t{64} * 1024) != 0 || block_ > (1ULL << 30)) {
             throw SystemError(EINVAL, "thin-pool block size: a multiple of 64 KiB up to 1 GiB");
@@ -37,7 +37,7 @@ public:
     [[nodiscard]] std::string needs() const override {
         return "root (CAP_SYS_ADMIN for device-mapper), dm-thin-pool, a pool on block devices";
     }
-    [[nodiscard]] bool direct_io() const override { return true; }
+    [[nodiscard]] bool direct_io() const override { return direct_; }
 
     void prepare() override {
         // The pool's data device has the image's size: room for the image's data and
@@ -84,8 +84,8 @@ public:
         for (const auto off : offsets) {
             pwrite_all(fd, block.data(), block.size(), off, "a thin snapshot");
         }
-        if (::fsync(fd) != 0) {
-            throw SystemError::from_errno("fsync of a thin snapshot");
+        if (::fdatasync(fd) != 0) {
+            throw SystemError::from_errno("fdatasync of a thin snapshot");
         }
     }
 
@@ -111,8 +111,8 @@ public:
     ThinMechanism& operator=(ThinMechanism&&) = delete;
 
 private:
-    static UniqueFd open_node(const std::string& node) {
-        UniqueFd fd(::open(node.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
+    [[nodiscard]] UniqueFd open_node(const std::string& node) const {
+        UniqueFd fd(::open(node.c_str(), O_RDWR | O_CLOEXEC | (direct_ ? O_DIRECT : 0)));
         if (!fd) {
             throw SystemError::from_errno("open " + node);
         }
@@ -122,6 +122,7 @@ private:
     ImageLayout layout_;
     std::string dir_;
     std::uint64_t block_;
+    bool direct_;
     std::string prefix_;
     DmControl dm_;
     // Made in this order, undone in reverse (members are destroyed bottom up).
@@ -138,8 +139,8 @@ private:
 } // namespace
 
 std::unique_ptr<Mechanism> make_thin(const std::string& dir, const ImageLayout& layout,
-                                     std::uint64_t thin_block) {
-    return std::make_unique<ThinMechanism>(dir, layout, thin_block);
+                                     std::uint64_t thin_block, bool direct) {
+    return std::make_unique<ThinMechanism>(dir, layout, thin_block, direct);
 }
 
 } // namespace vmfork::diskbench
