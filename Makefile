@@ -35,7 +35,7 @@ SHELL_SRCS = $(shell find scripts userspace -name '*.sh' | sort) .ci/run userspa
 USERSPACE_LIB_SRCS = $(shell find userspace/lib userspace/cli userspace/bench userspace/trace userspace/agent -name '*.cpp' | sort)
 
 .PHONY: all modules modules-debug module userspace selftests bpf kselftest-headers check check-quick \
-	demo fuzz stress bench bench-linux install deb clean help lint FORCE
+	demo fuzz stress bench bench-linux bench-disks install deb clean help lint FORCE
 
 all: modules userspace selftests bpf
 
@@ -61,6 +61,9 @@ help:
 	@echo '                 then bench-linux'
 	@echo '  bench-linux    in the test VM: Linux clones through the CLI, fork to `vmfork exec true`'
 	@echo '                 live and from a template against a fresh boot, memory of idle clones'
+	@echo '  bench-disks    in the test VM (root): linked-clone disks with VMM layers, reflinks on'
+	@echo '                 XFS and dm-thin snapshots at 1 and 8 GiB; table on stdout, JSON in'
+	@echo '                 bench-results/ (BENCH_DISKS_ARGS: build/bin/vmfork-disk-bench --help)'
 	@echo '  install        module into /lib/modules/$$(uname -r)/extra, udev rule, modules-load.d entry,'
 	@echo '                 userspace (cmake --install) under PREFIX (default /usr/local)'
 	@echo '  lint           checkpatch --strict on kmod/ and the uAPI, shellcheck, clang-format, clang-tidy,'
@@ -121,6 +124,7 @@ userspace: $(BUILD)/userspace/CMakeCache.txt
 	@ln -sfn ../userspace/bin/vmfork $(BUILD)/bin/vmfork
 	@ln -sfn ../userspace/bin/vmfork-vmm $(BUILD)/bin/vmfork-vmm
 	@ln -sfn ../userspace/bin/vmfork-trace $(BUILD)/bin/vmfork-trace
+	@ln -sfn ../userspace/bin/vmfork-disk-bench $(BUILD)/bin/vmfork-disk-bench
 
 # --- selftests ------------------------------------------------------------------------
 
@@ -230,6 +234,16 @@ bench-linux:
 	$(MAKE) all
 	VMFORK_TCG_THREAD=multi scripts/vm-run.sh --kernel 6.1 --timeout 900 --share $(BENCH_OUT) -- \
 		python3 userspace/bench/linux_bench.py --out $(abspath $(BENCH_OUT)) $(BENCH_LINUX_ARGS)
+
+# Linked-clone disks (issue #14): VMM layers against reflinks (FICLONE on XFS) and
+# dm-thin snapshots on the same images; needs root, loop devices and device-mapper,
+# hence the test VM (no vmfork.ko needed). Backing files stay in the VM's tmpfs.
+BENCH_DISKS_ARGS ?=
+bench-disks:
+	scripts/deps.sh
+	$(MAKE) userspace
+	scripts/vm-run.sh --kernel 6.1 --no-module --mem 3G --timeout 900 --share $(BENCH_OUT) -- \
+		build/bin/vmfork-disk-bench --out $(abspath $(BENCH_OUT)) $(BENCH_DISKS_ARGS)
 
 # --- install, packaging, lint, clean --------------------------------------------------
 

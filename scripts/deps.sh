@@ -14,8 +14,9 @@ Installs the Debian packages vmfork needs (as root, Debian 12 "bookworm"):
 toolchains, QEMU, busybox, the Debian 6.1 kernel image+headers and the
 bookworm-backports 6.12 kernel image+headers (the test matrix), libbpf, bpftool,
 bpftrace, libnl, linux-source-6.1 (kselftest harness, checkpatch), acpica-tools
-(iasl, which compiles the VMM's DSDT), debhelper, dh-dkms, dkms, help2man, lintian
-and bash-completion (make deb and its test).
+(iasl, which compiles the VMM's DSDT), xfsprogs (mkfs.xfs for make bench-disks),
+debhelper, dh-dkms, dkms, help2man, lintian and bash-completion (make deb and its
+test).
 
   --check   only report what is missing; exit 1 if anything is
 USAGE
@@ -45,6 +46,7 @@ PKGS=(
 	libcli11-dev libfmt-dev nlohmann-json3-dev libgtest-dev
 	python3 gnuplot-nox
 	acpica-tools
+	xfsprogs
 	trinity
 	debhelper dh-dkms dkms help2man lintian bash-completion
 )
