@@ -252,7 +252,13 @@ private:
     const Device& dev_;
     const cli::BenchOptions& o_;
     std::vector<Sample>& samples_;
-    std::uint64_t next_plain_id_ = 1ULL << 40; // ids of clones on plain memory
+    // Ids of clones on plain memory. The guest tags the pages it writes with the low
+    // 32 bits of its id (guest_abi.h), so those bits must never equal a vmfork
+    // object's id (small and sequential): bit 31 is set in them. Without it the
+    // process-fork parent of the 1 GiB round of a 64M,1G run had its parent's low
+    // bits, and the guest rightly took every page its parent wrote before the copy
+    // for one written by itself before its fork: 64 wrong pages on its first check.
+    std::uint64_t next_plain_id_ = (1ULL << 40) | (1ULL << 31);
 };
 
 } // namespace vmfork::bench
