@@ -28,8 +28,8 @@
 #include "vmfork/mapping.h"
 #include "vmfork/memory_object.h"
 #include "vmfork/unique_fd.h"
+#include "vmfork/vmm/guests/builtin/report_verifier.h"
 #include "vmfork/vmm/machine.h"
-#include "vmfork/vmm/report_verifier.h"
 
 namespace vmfork::bench {
 

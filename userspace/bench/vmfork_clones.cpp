@@ -5,7 +5,7 @@
 
 #include "harness.h"
 #include "vmfork/system_error.h"
-#include "vmfork/vmm/boot_loader.h"
+#include "vmfork/vmm/guests/builtin/loader.h"
 
 namespace vmfork::bench {
 

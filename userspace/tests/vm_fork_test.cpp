@@ -16,7 +16,7 @@
 #include "vmfork/device.h"
 #include "vmfork/kvm.h"
 #include "vmfork/vm_state.h"
-#include "vmfork/vmm/boot_loader.h"
+#include "vmfork/vmm/guests/builtin/loader.h"
 #include "vmfork/vmm/machine.h"
 
 namespace vmfork {

@@ -10,8 +10,8 @@
 #include "vmfork/memory_object.h"
 #include "vmfork/system_error.h"
 #include "vmfork/vmm/boot/linux_loader.h"
-#include "vmfork/vmm/boot_loader.h"
 #include "vmfork/vmm/devices/vhost_net.h"
+#include "vmfork/vmm/guests/builtin/loader.h"
 #include "vmfork/vmm/launcher.h"
 
 namespace vmfork {

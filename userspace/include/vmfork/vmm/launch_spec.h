@@ -7,8 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "vmfork/vmm/guests/builtin/report_verifier.h"
 #include "vmfork/vmm/machine.h"
-#include "vmfork/vmm/report_verifier.h"
 
 namespace vmfork {
 

@@ -15,9 +15,10 @@
 #include "vmfork/vmm/device_state.h"
 #include "vmfork/vmm/devices.h"
 #include "vmfork/vmm/devices/uart.h"
+#include "vmfork/vmm/guests/builtin/report_port.h"
+#include "vmfork/vmm/guests/builtin/report_verifier.h"
 #include "vmfork/vmm/layered_disk.h"
 #include "vmfork/vmm/memory.h"
-#include "vmfork/vmm/report_verifier.h"
 #include "vmfork/vmm/tap.h"
 #include "vmfork/vmm/vcpu_runner.h"
 

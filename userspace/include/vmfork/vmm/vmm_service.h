@@ -19,9 +19,9 @@
 #include "vmfork/kvm.h"
 #include "vmfork/vm_state.h"
 #include "vmfork/vmm/customizer.h"
+#include "vmfork/vmm/guests/builtin/report_verifier.h"
 #include "vmfork/vmm/launch_spec.h"
 #include "vmfork/vmm/machine.h"
-#include "vmfork/vmm/report_verifier.h"
 
 namespace vmfork {
 
