@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "guest_abi.h"
+#include "thrown_errno.h"
 #include "vm_env.h"
 #include "vmfork/device.h"
 #include "vmfork/kvm.h"
@@ -19,6 +20,7 @@
 #include "vmfork/vmm/guests/builtin/loader.h"
 #include "vmfork/vmm/guests/builtin/profile.h"
 #include "vmfork/vmm/guests/builtin/report_verifier.h"
+#include "vmfork/vmm/guests/linux/profile.h"
 #include "vmfork/vmm/machine.h"
 
 namespace vmfork {
@@ -420,6 +422,26 @@ TEST_F(VmFork, RestoreThenCaptureGivesTheSameState) {
             }
         }
     }
+}
+
+// Proves a clone is made only with the profile of its state's guest: the built-in
+// guest's state has no device section, a Linux machine saves three or more, so a Linux
+// profile cannot take it (EINVAL, before any vCPU runs); and a machine's profile is
+// only handed out as what it is.
+TEST_F(VmFork, CloneNeedsTheProfileOfItsGuest) {
+    auto parent = boot(1);
+    ASSERT_TRUE(each_cpu_reported(*parent, 1)) << describe(*parent);
+    EXPECT_EQ(thrown_errno<SystemError>([&] { (void)parent->profile<LinuxProfile>(); }), EINVAL);
+    auto fork = parent->fork();
+    EXPECT_TRUE(fork.state.devices.empty()) << "the built-in guest's devices have no state";
+    LinuxConfig no_vsock;
+    no_vsock.vsock = false;
+    EXPECT_EQ(thrown_errno<SystemError>([&] {
+                  (void)Machine::restore(*kvm_, std::move(fork.memory), fork.state, {1, 1},
+                                         std::make_unique<LinuxProfile>(std::move(no_vsock)));
+              }),
+              EINVAL);
+    EXPECT_EQ(parent->identity().generation, 0U) << "the parent's identity page is untouched";
 }
 
 } // namespace
