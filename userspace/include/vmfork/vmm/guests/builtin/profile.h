@@ -3,6 +3,8 @@
 
 #include <cstddef>
 #include <optional>
+#include <span>
+#include <utility>
 
 #include "vmfork/vmm/guest_profile.h"
 #include "vmfork/vmm/guests/builtin/identity_page.h"
