@@ -148,10 +148,10 @@ known_tcg_fault() {
 	! grep -q '\[vmfork\]' "$1" || return 1
 	# The interrupt taken inside svm_vcpu_enter_exit with the nested guest's GS base:
 	# the trace names it, or (when the stack ran out before the trace) the overflow
-	# is at the handler's first %gs access. Or the same overflow found by the
+	# is at the handler's entry or its first %gs access. Or the same overflow found by the
 	# scheduler first.
 	if grep -q 'stack guard page was hit' "$1"; then
-		grep -qE 'svm_vcpu_enter_exit|RIP: 0010:(exc_page_fault\+0x15|exc_general_protection\+0x25)/' "$1"
+		grep -qE 'svm_vcpu_enter_exit|RIP: 0010:(exc_page_fault\+0x(0|15)|exc_general_protection\+0x25)/' "$1"
 		return
 	fi
 	grep -q 'Kernel panic - not syncing: corrupted stack end detected inside scheduler' "$1"
