@@ -135,13 +135,7 @@ public:
 
     void write(std::size_t clone, std::span<const std::uint64_t> offsets,
                std::span<const std::byte> block) override {
-        const int fd = clones_.at(clone).get();
-        for (const auto off : offsets) {
-            pwrite_all(fd, block.data(), block.size(), off, "a reflink clone");
-        }
-        if (::fdatasync(fd) != 0) {
-            throw SystemError::from_errno("fdatasync of a reflink clone");
-        }
+        write_synced(clones_.at(clone).get(), offsets, block, "a reflink clone");
     }
 
     void read(std::size_t clone, std::uint64_t off, std::span<std::byte> out) override {

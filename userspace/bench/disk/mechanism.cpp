@@ -48,4 +48,14 @@ void write_image(int fd, const ImageLayout& layout, const std::string& what) {
     }
 }
 
+void write_synced(int fd, std::span<const std::uint64_t> offsets, std::span<const std::byte> block,
+                  const std::string& what) {
+    for (const auto off : offsets) {
+        pwrite_all(fd, block.data(), block.size(), off, what);
+    }
+    if (::fdatasync(fd) != 0) {
+        throw SystemError::from_errno("fdatasync of " + what);
+    }
+}
+
 } // namespace vmfork::diskbench

@@ -39,6 +39,10 @@ void fill_chunk(std::span<std::byte> out, std::uint64_t chunk_index);
 // Writes the layout's chunks to fd (a file or block device, possibly O_DIRECT) and
 // syncs it.
 void write_image(int fd, const ImageLayout& layout, const std::string& what);
+// A clone's first writes on its own file or device: block at each offset, then
+// fdatasync (what names the clone in errors).
+void write_synced(int fd, std::span<const std::uint64_t> offsets, std::span<const std::byte> block,
+                  const std::string& what);
 
 class Mechanism {
 public:

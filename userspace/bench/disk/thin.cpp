@@ -80,13 +80,7 @@ public:
 
     void write(std::size_t clone, std::span<const std::uint64_t> offsets,
                std::span<const std::byte> block) override {
-        const int fd = snap_fds_.at(clone).get();
-        for (const auto off : offsets) {
-            pwrite_all(fd, block.data(), block.size(), off, "a thin snapshot");
-        }
-        if (::fdatasync(fd) != 0) {
-            throw SystemError::from_errno("fdatasync of a thin snapshot");
-        }
+        write_synced(snap_fds_.at(clone).get(), offsets, block, "a thin snapshot");
     }
 
     void read(std::size_t clone, std::uint64_t off, std::span<std::byte> out) override {
