@@ -136,8 +136,9 @@ else
 	[ "$ctest_rc" = 0 ] || [ "$f" != 0 ] || problem "ctest: exit status $ctest_rc"
 fi
 
-# Counts of a step's earlier runs that its retry left out (narrow_retry).
-carry_p=0 carry_s=0
+# Counts of a step's earlier runs that its retry left out (narrow_retry), and the
+# gtests that passed in them ("Suite.Test:..."), which a retry's filter leaves out.
+carry_p=0 carry_s=0 gtest_done=''
 # How ktap.py reports a test that VMFORK_KTAP_ONLY left out (it passed in an earlier run).
 left_out_mark='# SKIP not in VMFORK_KTAP_ONLY$'
 
@@ -150,10 +151,10 @@ known_tcg_fault() {
 	! grep -q '\[vmfork\]' "$1" || return 1
 	# The interrupt taken inside svm_vcpu_enter_exit with the nested guest's GS base:
 	# the trace names it, or (when the stack ran out before the trace) the overflow
-	# is at the handler's entry or its first %gs access. Or the same overflow found by the
-	# scheduler first.
+	# is in the exception entry (error_entry), at the handler's entry or its first %gs
+	# access. Or the same overflow found by the scheduler first.
 	if grep -q 'stack guard page was hit' "$1"; then
-		grep -qE 'svm_vcpu_enter_exit|RIP: 0010:(exc_page_fault\+0x(0|15)|exc_general_protection\+0x25)/' "$1"
+		grep -qE 'svm_vcpu_enter_exit|RIP: 0010:(exc_page_fault\+0x(0|15)|exc_general_protection\+0x25|error_entry\+0x[0-9a-f]+)/' "$1"
 		return
 	fi
 	grep -q 'Kernel panic - not syncing: corrupted stack end detected inside scheduler' "$1"
@@ -169,9 +170,12 @@ first_run_problems() {
 # For the retry of a nested-Linux step: what passed in the run before ($out) is not
 # run again. A binary (-g, -x) that passed whole is left out, its counts carried; of the
 # one TAP test (-x), only the tests that did not pass run (VMFORK_KTAP_ONLY, which adds
-# the tests they build on). Sets retry_args and retry_only; adds to carry_p, carry_s.
+# the tests they build on); of a gtest binary that did not pass whole, the tests that
+# passed are left out (gtest_done, a negative --gtest_filter). Sets retry_args and
+# retry_only; adds to carry_p, carry_s and gtest_done.
 narrow_retry() {
-	local all=("$@") p0=$carry_p s0=$carry_s opt arg name res sect plan n ok xs=0 runs=0
+	local all=("$@") p0=$carry_p s0=$carry_s g0=$gtest_done opt arg name res sect plan n ok
+	local t done_now xs=0 runs=0
 	retry_args=() retry_only=''
 	for arg in "$@"; do [ "$arg" != -x ] || xs=$((xs + 1)); done
 	while [ $# -gt 0 ]; do
@@ -195,7 +199,19 @@ narrow_retry() {
 			continue
 		fi
 		retry_args+=("$opt" "$arg") runs=1
-		[ "$opt" = -x ] && [ "$xs" = 1 ] || continue
+		if [ "$opt" = -g ]; then
+			# Its "[       OK ] Suite.Test (N ms)" lines in the last run.
+			sect=$(sed -n "/^# gtest: $name\$/,/^# gtest: $name: /p" "$out")
+			done_now=''
+			while IFS= read -r t; do
+				[[ ":$gtest_done:" != *":$t:"* ]] || continue
+				gtest_done+=${gtest_done:+:}$t done_now+=" $t"
+				carry_p=$((carry_p + 1))
+			done < <(sed -nE 's/^\[ +OK \] ([A-Za-z0-9_./]+) \([0-9]+ ms\)$/\1/p' <<<"$sect")
+			echo "check: retry: of $name not again (passed):${done_now:- none new}"
+			continue
+		fi
+		[ "$xs" = 1 ] || continue
 		# Its TAP lines in the last run, from its header on.
 		sect=$(sed -n "/^# selftests: vmfork: $name\$/,\$p" "$out")
 		plan=$(sed -nE 's/^1\.\.([0-9]+)$/\1/p' <<<"$sect" | head -n1)
@@ -210,19 +226,26 @@ narrow_retry() {
 	done
 	# Nothing failed that a test reports (the VM died after the last one): all again.
 	if [ "$runs" = 0 ]; then
-		retry_args=("${all[@]}") retry_only='' carry_p=$p0 carry_s=$s0
+		retry_args=("${all[@]}") retry_only='' carry_p=$p0 carry_s=$s0 gtest_done=$g0
 	fi
 }
 
 # A retry of vm_suite "$@" (as the run in $out left it): narrowed as above.
 retry() {
-	local k=$1 e env=()
+	local k=$1 e env=() filter=''
 	shift
 	narrow_retry "$@"
 	for e in "${VM_ENV[@]+"${VM_ENV[@]}"}"; do
-		[[ "$e" == VMFORK_KTAP_ONLY=* ]] || env+=("$e")
+		case "$e" in
+		VMFORK_KTAP_ONLY=*) ;;
+		# The step's own selection: its positive part (test names have no '-').
+		VMFORK_GTEST_FILTER=*) filter=${e#*=} filter=${filter%%-*} ;;
+		*) env+=("$e") ;;
+		esac
 	done
 	[ -z "$retry_only" ] || env+=("VMFORK_KTAP_ONLY=$retry_only")
+	[ -z "$gtest_done" ] || filter=${filter:-*}-$gtest_done
+	[ -z "$filter" ] || env+=("VMFORK_GTEST_FILTER=$filter")
 	VM_ENV=("${env[@]+"${env[@]}"}")
 	vm_suite "$k" "${retry_args[@]}"
 }
@@ -252,7 +275,7 @@ vm_suite() {
 	fi
 	if [ -z "$res" ]; then
 		problem "vm-run $label: no selftest results (exit status $vm_rc)${log:+; log: $log}"
-		carry_p=0 carry_s=0
+		carry_p=0 carry_s=0 gtest_done=''
 		return
 	fi
 	read -r p f s < <(sed -E 's/.*pass=([0-9]+) fail=([0-9]+) skip=([0-9]+).*/\1 \2 \3/' <<<"$res")
@@ -274,7 +297,7 @@ vm_suite() {
 	if [[ " ${VM_ENV[*]-} " == *" VMFORK_KTAP_ONLY="* ]]; then
 		left_out=$(grep -c "^ok [0-9]* .*$left_out_mark" "$out" || true)
 	fi
-	p=$((p + carry_p + left_out)) s=$((s + carry_s - left_out)) carry_p=0 carry_s=0
+	p=$((p + carry_p + left_out)) s=$((s + carry_s - left_out)) carry_p=0 carry_s=0 gtest_done=''
 	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
 	# Results were read; now what the VM itself reported.
 	if grep -q '^vm-run: kernel reported problems' "$out"; then
