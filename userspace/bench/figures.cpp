@@ -174,7 +174,7 @@ void Bench::reset(SizeCtx& c) {
             vm.watch->rewind();
             vm.machine->reset_to(c.tmpl_src.state, id);
             const auto t1 = Clock::now();
-            vm.machine->kick();
+            vm.guest().kick();
             const auto first = wait_running(vm, "a reset clone");
             add("reset_us", Strategy::VmforkTemplate, "", c.size, k, r, us_between(t0, t1));
             add("reset_running_us", Strategy::VmforkTemplate, "", c.size, k, r,

@@ -45,11 +45,11 @@ void progress(const std::string& what) {
     std::fflush(stderr);
 }
 
-MachineConfig config_for(Watch& w) {
-    MachineConfig c;
+std::unique_ptr<BuiltinProfile> profile_for(Watch& w) {
+    BuiltinConfig c;
     c.report_history = 4;
     c.on_report = [&w](const GuestReport& r) { w.on_report(r); };
-    return c;
+    return std::make_unique<BuiltinProfile>(std::move(c));
 }
 
 std::string describe(const Running& r) {
@@ -66,7 +66,7 @@ std::string describe(const Running& r) {
 
 // Waits until r's first report begun in the VM is verified; returns when it arrived.
 Clock::time_point wait_running(const Running& r, const std::string& who) {
-    const bool ok = r.machine->reports().wait_for(
+    const bool ok = r.guest().reports().wait_for(
         [&](const std::vector<GuestReport>& /*reports*/) {
             return r.watch->first().has_value() || r.watch->summary().failures != 0;
         },
@@ -115,15 +115,15 @@ Running launch(const Kvm& kvm, GuestMemory mem, const Source& src, const CloneId
     if (r.machine) {
         r.machine->start_clone(std::move(mem), src.state, id);
     } else {
-        r.machine = Machine::restore(kvm, std::move(mem), src.state, id, config_for(*r.watch));
+        r.machine = Machine::restore(kvm, std::move(mem), src.state, id, profile_for(*r.watch));
     }
-    r.machine->kick();
+    r.guest().kick();
     return r;
 }
 
 Running prepare(const Kvm& kvm) {
     Running r;
-    r.machine = Machine::prepare(kvm, 1, config_for(*r.watch));
+    r.machine = Machine::prepare(kvm, 1, profile_for(*r.watch));
     return r;
 }
 

@@ -4,7 +4,7 @@
 // The machinery of `vmfork bench` (see command.cpp): clones of one warmed built-in
 // guest by each strategy, all in this process (process-fork clones in fork()ed
 // children of it). A clone is a new KVM VM on the clone's RAM, restored from the
-// parent's captured state, kicked (Machine::kick, so that no strategy waits for the
+// parent's captured state, kicked (BuiltinProfile::kick, so that no strategy waits for the
 // guest's next timer tick) and counted once its first report begun in the clone is
 // verified.
 
@@ -28,8 +28,9 @@
 #include "vmfork/mapping.h"
 #include "vmfork/memory_object.h"
 #include "vmfork/unique_fd.h"
+#include "vmfork/vmm/guests/builtin/profile.h"
+#include "vmfork/vmm/guests/builtin/report_verifier.h"
 #include "vmfork/vmm/machine.h"
-#include "vmfork/vmm/report_verifier.h"
 
 namespace vmfork::bench {
 
@@ -105,9 +106,13 @@ private:
 struct Running {
     std::unique_ptr<Watch> watch = std::make_unique<Watch>();
     std::unique_ptr<Machine> machine;
+
+    // The built-in guest's profile of the machine: its reports, kick().
+    [[nodiscard]] const BuiltinProfile& guest() const { return machine->profile<BuiltinProfile>(); }
 };
 
-MachineConfig config_for(Watch& w);
+// The built-in guest's profile for a machine that w watches (its last reports kept).
+std::unique_ptr<BuiltinProfile> profile_for(Watch& w);
 // The verifier's first error and the vCPUs' errors, for a failure message.
 std::string describe(const Running& r);
 // Waits until r's first report begun in the VM is verified; returns when it arrived.

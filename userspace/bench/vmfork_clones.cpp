@@ -5,7 +5,7 @@
 
 #include "harness.h"
 #include "vmfork/system_error.h"
-#include "vmfork/vmm/boot_loader.h"
+#include "vmfork/vmm/guests/builtin/loader.h"
 
 namespace vmfork::bench {
 
@@ -15,11 +15,12 @@ void Bench::boot(SizeCtx& c) {
     const CloneIdentity id{0, ram.id()};
     c.parent.watch->arm(std::make_unique<ReportVerifier>(1, id));
     BuiltinGuestLoader loader(100, report_every, std::uint64_t{o_.pace_ms} * 1000);
-    MachineConfig config = config_for(*c.parent.watch);
+    MachineConfig config;
     config.mem_size = c.size;
     const auto t0 = Clock::now();
-    c.parent.machine = Machine::boot(kvm_, std::move(ram), config, loader);
-    const bool ok = c.parent.machine->reports().wait_for(
+    c.parent.machine =
+        Machine::boot(kvm_, std::move(ram), config, profile_for(*c.parent.watch), loader);
+    const bool ok = c.parent.guest().reports().wait_for(
         [&](const std::vector<GuestReport>& /*r*/) {
             const auto s = c.parent.watch->summary();
             return s.reports >= 2 || s.failures != 0;

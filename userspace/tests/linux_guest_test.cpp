@@ -21,6 +21,7 @@
 #include "vmfork/system_error.h"
 #include "vmfork/vmm/boot/linux_loader.h"
 #include "vmfork/vmm/devices/vhost_vsock.h"
+#include "vmfork/vmm/guests/linux/profile.h"
 #include "vmfork/vmm/machine.h"
 
 namespace vmfork {
@@ -219,10 +220,9 @@ protected:
     std::unique_ptr<Machine> boot(unsigned cpus, const std::string& kernel = {}) {
         LinuxLoader loader(kernel.empty() ? kernel_ : kernel, VMFORK_LINUX_INITRAMFS, cmdline);
         MachineConfig config;
-        config.platform = Platform::Linux;
         config.mem_size = mem_size;
         config.cpus = cpus;
-        return Machine::boot(*kvm_, *dev_, config, loader);
+        return Machine::boot(*kvm_, *dev_, config, std::make_unique<LinuxProfile>(), loader);
     }
     void smp_fork(unsigned cpus);
 
@@ -242,11 +242,10 @@ TEST_F(LinuxGuest, BootsAnswersForksAndPowersOff) {
         << "console input must reach the guest's shell:\n"
         << tail(*parent);
 
-    MachineConfig clone_config;
-    clone_config.platform = Platform::Linux;
     auto fork = parent->fork(ForkMode::Live);
     const unsigned at_fork = last_tick(parent->serial().output());
-    auto clone = Machine::restore(*kvm_, std::move(fork.memory), fork.state, {1, 2}, clone_config);
+    auto clone = Machine::restore(*kvm_, std::move(fork.memory), fork.state, {1, 2},
+                                  std::make_unique<LinuxProfile>());
     const std::regex later("vmfork-guest: tick " + std::to_string(at_fork + 2) + "\\b");
     ASSERT_TRUE(wait_console(*clone, later, step_timeout))
         << "the clone's ticker must go on from tick " << at_fork << ":\n"
@@ -288,8 +287,9 @@ TEST_F(LinuxGuest, VsockDeviceInParentAndClone) {
     }
     auto parent = boot_until(1, std::regex("vmfork-guest: tick 1\\b"));
     ASSERT_TRUE(parent);
-    ASSERT_NE(parent->vsock_cid(), 0U);
-    ASSERT_NE(parent->vsock(), nullptr);
+    const auto& pguest = parent->profile<LinuxProfile>();
+    ASSERT_NE(pguest.vsock_cid(), 0U);
+    ASSERT_NE(pguest.vsock(), nullptr);
     type(*parent, "test -c /dev/vsock && echo vsock-$((6*7))");
     if (!wait_console(*parent, std::regex("\nvsock-42"), step_timeout)) {
         type(*parent, "lsmod; ls /sys/bus/platform/devices/ /sys/bus/virtio/devices/; dmesg | grep "
@@ -297,19 +297,19 @@ TEST_F(LinuxGuest, VsockDeviceInParentAndClone) {
         wait_console(*parent, std::regex("diag-done\n"), step_timeout);
         FAIL() << tail(*parent);
     }
-    if (!parent->vsock()->driver_ok()) {
+    if (!pguest.vsock()->driver_ok()) {
         type(*parent, "dmesg | grep -i -E 'virtio|vsock|LNRO'; echo diag-done");
         wait_console(*parent, std::regex("diag-done\n"), step_timeout);
-        FAIL() << parent->vsock()->error() << tail(*parent);
+        FAIL() << pguest.vsock()->error() << tail(*parent);
     }
-    MachineConfig clone_config;
-    clone_config.platform = Platform::Linux;
     auto fork = parent->fork(ForkMode::Live);
-    auto clone = Machine::restore(*kvm_, std::move(fork.memory), fork.state, {1, 2}, clone_config);
-    EXPECT_NE(clone->vsock_cid(), parent->vsock_cid());
-    EXPECT_TRUE(clone->vsock()->driver_ok()) << clone->vsock()->error();
-    ASSERT_NE(clone->vsock(), nullptr);
-    EXPECT_EQ(clone->vsock()->resets_posted(), 1U) << "the clone's TRANSPORT_RESET event";
+    auto clone = Machine::restore(*kvm_, std::move(fork.memory), fork.state, {1, 2},
+                                  std::make_unique<LinuxProfile>());
+    const auto& cguest = clone->profile<LinuxProfile>();
+    EXPECT_NE(cguest.vsock_cid(), pguest.vsock_cid());
+    ASSERT_NE(cguest.vsock(), nullptr);
+    EXPECT_TRUE(cguest.vsock()->driver_ok()) << cguest.vsock()->error();
+    EXPECT_EQ(cguest.vsock()->resets_posted(), 1U) << "the clone's TRANSPORT_RESET event";
     type(*clone, "test -c /dev/vsock && echo clone-vsock-$((6*7))");
     EXPECT_TRUE(wait_console(*clone, std::regex("\nclone-vsock-42"), step_timeout)) << tail(*clone);
     power_off(*clone);
@@ -346,10 +346,9 @@ TEST_F(LinuxGuest, BootsAnElfVmlinuxThroughPvh) {
     }
     auto parent = boot_until(2, std::regex("vmfork-guest: up, 2 cpus"), vmlinux);
     ASSERT_TRUE(parent);
-    MachineConfig clone_config;
-    clone_config.platform = Platform::Linux;
     auto fork = parent->fork(ForkMode::Live);
-    auto clone = Machine::restore(*kvm_, std::move(fork.memory), fork.state, {1, 2}, clone_config);
+    auto clone = Machine::restore(*kvm_, std::move(fork.memory), fork.state, {1, 2},
+                                  std::make_unique<LinuxProfile>());
     type(*clone, "echo pvh-$((6*7))");
     EXPECT_TRUE(wait_console(*clone, std::regex("\npvh-42"), step_timeout)) << tail(*clone);
     power_off(*clone);
@@ -363,10 +362,9 @@ void LinuxGuest::smp_fork(unsigned cpus) {
     auto parent =
         boot_until(cpus, std::regex("vmfork-guest: up, " + std::to_string(cpus) + " cpus"));
     ASSERT_TRUE(parent);
-    MachineConfig clone_config;
-    clone_config.platform = Platform::Linux;
     auto fork = parent->fork(ForkMode::Live);
-    auto clone = Machine::restore(*kvm_, std::move(fork.memory), fork.state, {1, 2}, clone_config);
+    auto clone = Machine::restore(*kvm_, std::move(fork.memory), fork.state, {1, 2},
+                                  std::make_unique<LinuxProfile>());
     type(*clone, "echo online=$(cat /sys/devices/system/cpu/online)");
     EXPECT_TRUE(
         wait_console(*clone, std::regex("\nonline=0-" + std::to_string(cpus - 1)), step_timeout))
@@ -412,10 +410,9 @@ TEST_F(LinuxGuest, BadKernelsAreClearErrors) {
     }
     LinuxLoader loader(kernel_, VMFORK_LINUX_INITRAMFS, cmdline);
     MachineConfig config;
-    config.platform = Platform::Linux;
     config.mem_size = 32 << 20;
     try {
-        (void)Machine::boot(*kvm_, *dev_, config, loader);
+        (void)Machine::boot(*kvm_, *dev_, config, std::make_unique<LinuxProfile>(), loader);
         FAIL() << "32 MiB is too small for a Debian kernel";
     } catch (const SystemError& e) {
         EXPECT_EQ(EINVAL, e.code().value());

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 #include <gtest/gtest.h>
 
-#include "vmfork/vmm/report_verifier.h"
+#include "vmfork/vmm/guests/builtin/report_verifier.h"
 
 namespace vmfork {
 namespace {

@@ -12,11 +12,15 @@
 #include <unistd.h>
 
 #include "guest_abi.h"
+#include "thrown_errno.h"
 #include "vm_env.h"
 #include "vmfork/device.h"
 #include "vmfork/kvm.h"
 #include "vmfork/vm_state.h"
-#include "vmfork/vmm/boot_loader.h"
+#include "vmfork/vmm/guests/builtin/loader.h"
+#include "vmfork/vmm/guests/builtin/profile.h"
+#include "vmfork/vmm/guests/builtin/report_verifier.h"
+#include "vmfork/vmm/guests/linux/profile.h"
 #include "vmfork/vmm/machine.h"
 
 namespace vmfork {
@@ -81,12 +85,17 @@ std::size_t reports_of(const std::vector<GuestReport>& reports, std::uint64_t cp
 // the fork began in the parent: it read the parent's identity, and its rdtsc may
 // predate the fork. RAM at the fork holds step k - 1 or k for that iteration k, so
 // every report past step + 1 is wholly the clone's.
+// The built-in guest's reports to the machine.
+const ReportPort& reports_of(const Machine& m) {
+    return m.profile<BuiltinProfile>().reports();
+}
+
 bool began_in_clone(const vmfork_guest_slot& r, std::uint64_t fork_step) {
     return r.step > fork_step + 1;
 }
 
 bool each_cpu_reported(const Machine& m, std::size_t n, std::size_t skip = 0) {
-    return m.reports().wait_for(
+    return reports_of(m).wait_for(
         [&](const std::vector<GuestReport>& reports) {
             const std::vector<GuestReport> after(
                 reports.begin() + static_cast<std::ptrdiff_t>(std::min(skip, reports.size())),
@@ -125,7 +134,7 @@ protected:
         MachineConfig config;
         config.mem_size = mem_size;
         config.cpus = cpus;
-        return Machine::boot(*kvm_, *dev_, config, loader);
+        return Machine::boot(*kvm_, *dev_, config, std::make_unique<BuiltinProfile>(), loader);
     }
 
     std::optional<Kvm> kvm_;
@@ -137,7 +146,7 @@ protected:
 TEST_F(VmFork, BuiltinGuestBootsAndReports) {
     auto vm = boot(1);
     ASSERT_TRUE(each_cpu_reported(*vm, 3)) << describe(*vm);
-    const auto reports = vm->reports().reports();
+    const auto reports = reports_of(*vm).reports();
     std::uint64_t last_step = 0;
     std::uint64_t last_tsc = 0;
     for (const auto& r : reports) {
@@ -200,7 +209,7 @@ TEST_F(VmFork, CloneContinuesWhereTheParentStoppedAndIsIsolated) {
     ASSERT_TRUE(each_cpu_reported(*parent, 2)) << describe(*parent);
 
     auto fork = parent->fork();
-    const auto at_fork = parent->reports().reports().size();
+    const auto at_fork = reports_of(*parent).reports().size();
     // The child object holds the fork-time RAM: the parent's step at the fork.
     GuestMemory child_view(MemoryObject::adopt(UniqueFd(::dup(fork.memory.fd()))));
     const auto fork_slot = child_view.read<vmfork_guest_slot>(VMFORK_GUEST_SLOTS);
@@ -216,13 +225,14 @@ TEST_F(VmFork, CloneContinuesWhereTheParentStoppedAndIsIsolated) {
                                "was refined; scripts/vm-run.sh waits for it)";
 
     const CloneIdentity identity{1, fork.memory.id()};
-    auto clone = Machine::restore(*kvm_, std::move(fork.memory),
-                                  VmState::parse(fork.state.serialize()), identity);
+    auto clone =
+        Machine::restore(*kvm_, std::move(fork.memory), VmState::parse(fork.state.serialize()),
+                         identity, std::make_unique<BuiltinProfile>());
     ASSERT_TRUE(each_cpu_reported(*clone, 3)) << describe(*clone);
     ASSERT_TRUE(each_cpu_reported(*parent, 2, at_fork)) << describe(*parent);
-    expect_clone_continues(clone->reports().reports(), 0, fork_slot, fork_tsc, identity);
+    expect_clone_continues(reports_of(*clone).reports(), 0, fork_slot, fork_tsc, identity);
 
-    const auto preports = parent->reports().reports();
+    const auto preports = reports_of(*parent).reports();
     for (std::size_t i = at_fork; i < preports.size(); ++i) {
         expect_consistent(preports[i].slot, "parent after the fork");
         EXPECT_EQ(preports[i].slot.generation, 0U);
@@ -250,7 +260,7 @@ TEST_F(VmFork, CloneContinuesWhereTheParentStoppedAndIsIsolated) {
 std::optional<vmfork_guest_slot>
 cpu0_report(const Machine& m, const std::function<bool(const vmfork_guest_slot&)>& pred) {
     std::optional<vmfork_guest_slot> found;
-    m.reports().wait_for(
+    reports_of(m).wait_for(
         [&](const std::vector<GuestReport>& reports) {
             for (auto it = reports.rbegin(); it != reports.rend(); ++it) {
                 if (it->slot.cpu == 0) {
@@ -275,7 +285,7 @@ TEST_F(VmFork, GuestChecksItsFilledRamInEveryClone) {
     ASSERT_TRUE(each_cpu_reported(*parent, 2)) << describe(*parent);
     auto clean = parent->fork();
     auto leaky = parent->fork();
-    const std::uint64_t pages = parent->reports().reports().front().slot.filled_pages;
+    const std::uint64_t pages = reports_of(*parent).reports().front().slot.filled_pages;
     ASSERT_GT(pages, 256U);
     // Pages as the parent writes them after the fork: its id, a counter past the fork.
     const std::uint64_t start = VMFORK_GUEST_WORK + VMFORK_GUEST_WORK_SIZE;
@@ -293,7 +303,8 @@ TEST_F(VmFork, GuestChecksItsFilledRamInEveryClone) {
     }
     const auto restore = [&](Machine::Fork& f, std::uint64_t gen) {
         const CloneIdentity id{gen, f.memory.id()};
-        return Machine::restore(*kvm_, std::move(f.memory), f.state, id);
+        return Machine::restore(*kvm_, std::move(f.memory), f.state, id,
+                                std::make_unique<BuiltinProfile>());
     };
     auto clean_clone = restore(clean, 1);
     auto leaky_clone = restore(leaky, 1);
@@ -333,9 +344,10 @@ TEST_F(VmFork, FourVcpusAllKeepRunningInTheClone) {
         }
     }
     const CloneIdentity identity{1, fork.memory.id()};
-    auto clone = Machine::restore(*kvm_, std::move(fork.memory), fork.state, identity);
+    auto clone = Machine::restore(*kvm_, std::move(fork.memory), fork.state, identity,
+                                  std::make_unique<BuiltinProfile>());
     ASSERT_TRUE(each_cpu_reported(*clone, 3)) << describe(*clone);
-    const auto creports = clone->reports().reports();
+    const auto creports = reports_of(*clone).reports();
     for (unsigned cpu = 0; cpu < 4; ++cpu) {
         EXPECT_EQ(fork.state.vcpus[cpu].mp_state.mp_state, KVM_MP_STATE_RUNNABLE);
         expect_clone_continues(creports, cpu, at_fork[cpu],
@@ -359,7 +371,8 @@ TEST_F(VmFork, RestoreThenCaptureGivesTheSameState) {
     EXPECT_FALSE(a.vcpus[0].msrs.empty());
     auto child = parent->memory().object().fork();
     // Restore with the clone paused: start it, pause it at once, then capture.
-    auto clone = Machine::restore(*kvm_, std::move(child), VmState::parse(a.serialize()), {1, 1});
+    auto clone = Machine::restore(*kvm_, std::move(child), VmState::parse(a.serialize()), {1, 1},
+                                  std::make_unique<BuiltinProfile>());
     clone->pause();
     const VmState b = clone->capture();
     ASSERT_EQ(b.vcpus.size(), a.vcpus.size());
@@ -409,6 +422,26 @@ TEST_F(VmFork, RestoreThenCaptureGivesTheSameState) {
             }
         }
     }
+}
+
+// Proves a clone is made only with the profile of its state's guest: the built-in
+// guest's state has no device section, a Linux machine saves three or more, so a Linux
+// profile cannot take it (EINVAL, before any vCPU runs); and a machine's profile is
+// only handed out as what it is.
+TEST_F(VmFork, CloneNeedsTheProfileOfItsGuest) {
+    auto parent = boot(1);
+    ASSERT_TRUE(each_cpu_reported(*parent, 1)) << describe(*parent);
+    EXPECT_EQ(thrown_errno<SystemError>([&] { (void)parent->profile<LinuxProfile>(); }), EINVAL);
+    auto fork = parent->fork();
+    EXPECT_TRUE(fork.state.devices.empty()) << "the built-in guest's devices have no state";
+    LinuxConfig no_vsock;
+    no_vsock.vsock = false;
+    EXPECT_EQ(thrown_errno<SystemError>([&] {
+                  (void)Machine::restore(*kvm_, std::move(fork.memory), fork.state, {1, 1},
+                                         std::make_unique<LinuxProfile>(std::move(no_vsock)));
+              }),
+              EINVAL);
+    EXPECT_EQ(parent->identity().generation, 0U) << "the parent's identity page is untouched";
 }
 
 } // namespace

@@ -31,7 +31,7 @@ UniqueFd open_checked(const std::string& path, int flags) {
     return fd;
 }
 
-// A clone's fork, as the VMM does it (Machine::fork_disks, then open_disks in the
+// A clone's fork, as the VMM does it (LinuxProfile::fork_disks, then open_disks in the
 // clone's process): the parent's view freezes its top layer and starts a new one;
 // the clone opens the base read-only, each frozen layer from its descriptor (here a
 // dup of the parent's; the VMM passes it to the clone's process) and starts its own

@@ -70,6 +70,8 @@ public:
     void create_pit2() const;
     // KVM_IRQ_LINE: the level of a GSI of the in-kernel irqchip.
     void irq_line(std::uint32_t gsi, bool level) const;
+    // KVM_SIGNAL_MSI: vector, fixed delivery, edge, to the LAPIC whose ID is apic_id.
+    void signal_msi(std::uint32_t apic_id, std::uint8_t vector) const;
 
     [[nodiscard]] kvm_irqchip get_irqchip(std::uint32_t chip_id) const;
     void set_irqchip(const kvm_irqchip& chip) const;

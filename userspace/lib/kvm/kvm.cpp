@@ -146,6 +146,13 @@ void Vm::irq_line(std::uint32_t gsi, bool level) const {
     xioctl(fd(), KVM_IRQ_LINE, &irq, "KVM_IRQ_LINE");
 }
 
+void Vm::signal_msi(std::uint32_t apic_id, std::uint8_t vector) const {
+    kvm_msi msi{};
+    msi.address_lo = 0xfee00000U | (apic_id << 12); // physical destination: APIC ID
+    msi.data = vector;                              // fixed delivery, edge
+    xioctl(fd(), KVM_SIGNAL_MSI, &msi, "KVM_SIGNAL_MSI");
+}
+
 kvm_irqchip Vm::get_irqchip(std::uint32_t chip_id) const {
     kvm_irqchip chip{};
     chip.chip_id = chip_id;

@@ -10,8 +10,8 @@
 #include "vmfork/memory_object.h"
 #include "vmfork/system_error.h"
 #include "vmfork/vmm/boot/linux_loader.h"
-#include "vmfork/vmm/boot_loader.h"
 #include "vmfork/vmm/devices/vhost_net.h"
+#include "vmfork/vmm/guests/builtin/loader.h"
 #include "vmfork/vmm/launcher.h"
 
 namespace vmfork {
@@ -86,8 +86,8 @@ json disks_json(const std::vector<DiskReport>& disks) {
     return a;
 }
 
-json net_json(const Machine& m) {
-    const VhostNet* n = m.net();
+json net_json(const LinuxProfile* linux_guest) {
+    const VhostNet* n = linux_guest != nullptr ? linux_guest->net() : nullptr;
     if (n == nullptr) {
         return nullptr;
     }
@@ -96,6 +96,25 @@ json net_json(const Machine& m) {
             {"mac", VhostNet::mac_string(n->mac())},
             {"host_address", address ? address->str() : ""},
             {"netns", "/proc/" + std::to_string(::getpid()) + "/ns/net"}};
+}
+
+LinuxConfig linux_config(const LaunchSpec& spec, const std::string& disk_dir) {
+    LinuxConfig c;
+    c.disk_dir = disk_dir;
+    c.disks = open_disks(spec, disk_dir);
+    c.net = spec.net;
+    if (spec.mode == LaunchSpec::Mode::Clone) {
+        c.new_vm_generations = spec.new_vm_generation;
+    }
+    return c;
+}
+
+// The built-in guest's reports, each checked by verifier as it arrives.
+BuiltinConfig builtin_config(ReportVerifier& verifier) {
+    BuiltinConfig c;
+    c.report_history = report_history;
+    c.on_report = [&verifier](const GuestReport& r) { verifier.check(r.slot); };
+    return c;
 }
 
 UniqueFd truncate_file(const std::string& path) {
@@ -118,26 +137,26 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
     lock_ = std::make_unique<control::NameLock>(control::NameLock::acquire(dir_, name_));
     truncate_file(dir_.console_path(name_));
 
+    disk_dir_ = spec.disk_dir.empty() ? "/var/tmp" : spec.disk_dir;
+    std::unique_ptr<LinuxProfile> linux_guest;
+    if (platform_ == Platform::Linux) {
+        linux_guest = std::make_unique<LinuxProfile>(linux_config(spec, disk_dir_));
+        linux_ = linux_guest.get();
+    }
     MachineConfig config;
-    config.platform = platform_;
-    config.disk_dir = spec.disk_dir.empty() ? "/var/tmp" : spec.disk_dir;
-    config.disks = open_disks(spec, config.disk_dir);
-    disk_dir_ = config.disk_dir;
-    config.net = spec.net;
     config.serial_path = dir_.console_path(name_);
-    config.report_history = report_history;
     // From a vCPU's thread: the guest powered off or asked for a reset; the VMM exits.
     config.on_power_off = [this] { stop(); };
     if (spec.mode == LaunchSpec::Mode::Boot) {
         device_.emplace(Device::open());
         config.mem_size = spec.mem_size;
         config.cpus = spec.cpus;
-        if (platform_ == Platform::Linux) {
+        if (linux_guest) {
             LinuxLoader loader(spec.linux_guest.kernel, spec.linux_guest.initrd,
                                spec.linux_guest.cmdline);
             MemoryObject ram = device_->create_memory(config.mem_size);
             identity_ = {0, ram.id()};
-            machine_ = Machine::boot(kvm_, std::move(ram), config, loader);
+            machine_ = Machine::boot(kvm_, std::move(ram), config, std::move(linux_guest), loader);
             customize();
             return;
         }
@@ -146,9 +165,9 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
         MemoryObject ram = device_->create_memory(config.mem_size);
         identity_ = {0, ram.id()};
         verifier_ = std::make_unique<ReportVerifier>(config.cpus, identity_);
-        auto* verifier = verifier_.get();
-        config.on_report = [verifier](const GuestReport& r) { verifier->check(r.slot); };
-        machine_ = Machine::boot(kvm_, std::move(ram), config, loader);
+        auto builtin = std::make_unique<BuiltinProfile>(builtin_config(*verifier_));
+        builtin_ = builtin.get();
+        machine_ = Machine::boot(kvm_, std::move(ram), config, std::move(builtin), loader);
         return;
     }
     if (!memory || !state) {
@@ -157,8 +176,8 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
     parent_ = spec.parent;
     fill_ = spec.fill;
     customize_ = spec.customize;
-    config.new_vm_generations = spec.new_vm_generation;
     identity_ = {spec.generation, memory->id()};
+    std::unique_ptr<GuestProfile> profile = std::move(linux_guest);
     if (platform_ == Platform::Builtin) {
         std::vector<std::uint64_t> tsc;
         for (const auto& v : state->vcpus) {
@@ -166,19 +185,21 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
         }
         verifier_ = std::make_unique<ReportVerifier>(
             spec.parent_positions, read_slots(*memory, state->vcpus.size()), tsc, identity_);
-        auto* verifier = verifier_.get();
-        config.on_report = [verifier](const GuestReport& r) { verifier->check(r.slot); };
+        auto builtin = std::make_unique<BuiltinProfile>(builtin_config(*verifier_));
+        builtin_ = builtin.get();
+        profile = std::move(builtin);
     }
     fork_state_ = std::move(state);
-    machine_ = Machine::restore(kvm_, std::move(*memory), *fork_state_, identity_, config);
+    machine_ = Machine::restore(kvm_, std::move(*memory), *fork_state_, identity_,
+                                std::move(profile), config);
     customize();
 }
 
 VmmService::~VmmService() = default;
 
 void VmmService::customize() {
-    const std::uint64_t cid = machine_->vsock_cid();
-    if (platform_ != Platform::Linux || cid == 0 || !customize_) {
+    const std::uint64_t cid = linux_ != nullptr ? linux_->vsock_cid() : 0;
+    if (cid == 0 || !customize_) {
         return;
     }
     agent::Identity id;
@@ -254,7 +275,8 @@ json VmmService::describe() const {
                    {"steps", steps},
                    {"ram_checked_pages", sum.ram_checked}};
     }
-    const auto first = machine_->reports().first();
+    const auto first =
+        builtin_ != nullptr ? builtin_->reports().first() : std::optional<GuestReport>{};
     std::uint64_t first_report_ns = 0;
     if (first) {
         // steady_clock is CLOCK_MONOTONIC on Linux: comparable between processes.
@@ -277,12 +299,12 @@ json VmmService::describe() const {
         {"first_report_ns", first_report_ns},
         {"uptime_ms", us_since(started_ns_) / 1000},
         {"guest", platform_ == Platform::Linux ? "linux" : "builtin"},
-        {"vsock_cid", machine_->vsock_cid()},
+        {"vsock_cid", linux_ != nullptr ? linux_->vsock_cid() : 0},
         {"customize", customize_ ? customizer_.status() : json{{"state", "off"}}},
         {"reports", reports},
         {"vcpu_errors", machine_->errors()},
-        {"disks", disks_json(machine_->disks())},
-        {"net", net_json(*machine_)},
+        {"disks", disks_json(linux_ != nullptr ? linux_->disks() : std::vector<DiskReport>{})},
+        {"net", net_json(linux_)},
         {"memory",
          {{"id", st.id},
           {"parent_id", st.parent_id},
@@ -353,7 +375,7 @@ Outcome VmmService::fork(const Request& req) {
             children.push_back(machine_->memory().object().fork(ForkMode::Live));
             fork_us.push_back(us_since(f));
         }
-        disks = machine_->fork_disks(); // frozen with the template: the same chains
+        disks = fork_disks(); // frozen with the template: the same chains
     } else {
         const bool was_paused = paused_;
         machine_->pause();
@@ -369,7 +391,7 @@ Outcome VmmService::fork(const Request& req) {
                 fork_us.push_back(us_since(f));
             }
             // The disks of the same instant (the VM paused, no request in flight).
-            disks = machine_->fork_disks();
+            disks = fork_disks();
         } catch (...) {
             if (!was_paused) {
                 machine_->resume();
@@ -388,7 +410,7 @@ Outcome VmmService::fork(const Request& req) {
     // A clone's network: a tap of the same name and host address as this VM's, in a
     // network namespace of its own (docs/networks.md).
     std::optional<NetConfig> net;
-    if (const VhostNet* n = machine_->net(); n != nullptr) {
+    if (const VhostNet* n = linux_ != nullptr ? linux_->net() : nullptr; n != nullptr) {
         net = NetConfig{n->tap().name(), n->tap().address()};
     }
 
@@ -463,6 +485,10 @@ Outcome VmmService::fork(const Request& req) {
                                {"request_ns", t0},
                                {"template", template_state_.has_value()},
                                {"all_ok", all_ok}})};
+}
+
+std::vector<DiskFork> VmmService::fork_disks() {
+    return linux_ != nullptr ? linux_->fork_disks() : std::vector<DiskFork>{};
 }
 
 Outcome VmmService::reset(const Request& req) {

@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 #pragma once
 
-#include <cstdint>
-#include <span>
 #include <vector>
 
 namespace vmfork {
@@ -11,7 +9,7 @@ class GuestMemory;
 class Vcpu;
 
 // Puts a guest into fresh RAM and sets the vCPUs' initial state (CPUID is already
-// set). The built-in guest is one loader; a Linux bzImage loader is another.
+// set). Each guest profile has its own (guests/builtin/loader.h, boot/linux_loader.h).
 class BootLoader {
 public:
     BootLoader() = default;
@@ -21,27 +19,6 @@ public:
     BootLoader& operator=(BootLoader&&) = delete;
     virtual ~BootLoader() = default;
     virtual void load(const GuestMemory& memory, const std::vector<const Vcpu*>& vcpus) = 0;
-};
-
-// The built-in guest (userspace/guest/), started directly in 64-bit mode: the host
-// builds identity-mapped page tables (2 MiB pages, 4 GiB), a GDT and the boot-info
-// page, and sets CR0/CR3/CR4/EFER and the segments through KVM_SET_SREGS.
-class BuiltinGuestLoader : public BootLoader {
-public:
-    // pace_us: 0 = the guest spins; else it halts after each report until its next
-    // LAPIC timer tick (period pace_us, at most VMFORK_GUEST_MAX_PACE_US): an idle guest.
-    BuiltinGuestLoader(std::uint64_t fill_percent, std::uint64_t report_every,
-                       std::uint64_t pace_us = 0)
-        : fill_percent_(fill_percent), report_every_(report_every), pace_us_(pace_us) {}
-    void load(const GuestMemory& memory, const std::vector<const Vcpu*>& vcpus) override;
-
-    // The embedded flat binary.
-    static std::span<const std::uint8_t> image();
-
-private:
-    std::uint64_t fill_percent_;
-    std::uint64_t report_every_;
-    std::uint64_t pace_us_;
 };
 
 } // namespace vmfork

@@ -7,10 +7,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "vmfork/vmm/machine.h"
-#include "vmfork/vmm/report_verifier.h"
+#include "vmfork/vmm/guests/builtin/report_verifier.h"
+#include "vmfork/vmm/guests/linux/profile.h"
 
 namespace vmfork {
+
+// Which kind of guest a VMM process runs: the guest profile its machine is made with
+// (Builtin: guests/builtin/profile.h, the freestanding test guest; Linux:
+// guests/linux/profile.h).
+enum class Platform { Builtin, Linux };
 
 // The built-in test guest's parameters (boot only).
 struct BuiltinGuestSpec {
@@ -63,7 +68,7 @@ struct LaunchSpec {
     std::uint64_t fill = 0;                      // the built-in guest's, for ls
     std::vector<GuestPosition> parent_positions; // the built-in guest's, per vCPU
     bool customize = true;                       // the agent applies the clone's identity (Linux)
-    bool new_vm_generation = true; // false for tests only: MachineConfig::new_vm_generations
+    bool new_vm_generation = true; // false for tests only: LinuxConfig::new_vm_generations
 
     [[nodiscard]] nlohmann::json to_json() const;
     // Throws SystemError(EINVAL) naming the missing or malformed field.

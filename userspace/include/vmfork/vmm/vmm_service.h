@@ -19,9 +19,11 @@
 #include "vmfork/kvm.h"
 #include "vmfork/vm_state.h"
 #include "vmfork/vmm/customizer.h"
+#include "vmfork/vmm/guests/builtin/profile.h"
+#include "vmfork/vmm/guests/builtin/report_verifier.h"
+#include "vmfork/vmm/guests/linux/profile.h"
 #include "vmfork/vmm/launch_spec.h"
 #include "vmfork/vmm/machine.h"
-#include "vmfork/vmm/report_verifier.h"
 
 namespace vmfork {
 
@@ -60,6 +62,8 @@ private:
     // A Linux VM with vsock: its identity through its agent, in the background.
     void customize();
     [[nodiscard]] std::string state_name() const;
+    // A Linux VM's disks at the fork instant (LinuxProfile::fork_disks); none otherwise.
+    std::vector<DiskFork> fork_disks();
     [[nodiscard]] std::string clone_name(const std::string& prefix,
                                          const std::vector<std::string>& taken) const;
 
@@ -80,6 +84,8 @@ private:
     std::optional<Device> device_; // a booted VM only
     std::unique_ptr<ReportVerifier> verifier_;
     std::unique_ptr<Machine> machine_;
+    BuiltinProfile* builtin_ = nullptr; // machine_'s profile, if it runs the built-in guest
+    LinuxProfile* linux_ = nullptr;     // machine_'s profile, if it runs Linux
     CloneIdentity identity_;
     std::optional<VmState> fork_state_;     // a clone's: what reset goes back to
     std::optional<VmState> template_state_; // once this VM is a template

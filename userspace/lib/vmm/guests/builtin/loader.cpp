@@ -8,7 +8,7 @@
 #include "vmfork/kvm.h"
 #include "vmfork/system_error.h"
 #include "vmfork/vmm/boot/long_mode.h"
-#include "vmfork/vmm/boot_loader.h"
+#include "vmfork/vmm/guests/builtin/loader.h"
 #include "vmfork/vmm/memory.h"
 
 // From builtin_guest_blob.S (.incbin of the guest's flat binary).

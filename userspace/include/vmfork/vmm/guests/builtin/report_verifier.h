@@ -7,15 +7,9 @@
 #include <vector>
 
 #include "guest_abi.h"
+#include "vmfork/vmm/clone_identity.h"
 
 namespace vmfork {
-
-// The clone identity the guest reads at VMFORK_GUEST_IDENTITY: generation 0 for a
-// booted VM, parent's + 1 for a clone; id unique per VM (the memory object's id).
-struct CloneIdentity {
-    std::uint64_t generation = 0;
-    std::uint64_t id = 0;
-};
 
 // A point of one vCPU's computation the host has checked: after step, the checksum.
 struct GuestPosition {

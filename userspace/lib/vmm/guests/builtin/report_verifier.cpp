@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-#include "vmfork/vmm/report_verifier.h"
+#include "vmfork/vmm/guests/builtin/report_verifier.h"
 
 #include <array>
 #include <cinttypes>
