@@ -129,6 +129,11 @@ void vmfork_mem_zap_private(struct vmfork_mem *mem);
 struct page *vmfork_mem_private_page(struct vmfork_mem *mem, pgoff_t pgoff,
 				     bool *zap_owed);
 
+/* fault.c */
+extern const struct vm_operations_struct vmfork_vm_ops;
+int vmfork_zero_init(void);
+void vmfork_zero_exit(void);
+
 /* fork.c */
 long vmfork_mem_fork(struct vmfork_mem *parent, void __user *uarg);
 long vmfork_mem_reset(struct vmfork_mem *mem, unsigned long flags);
