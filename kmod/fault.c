@@ -95,39 +95,6 @@ static bool vmfork_mem_sole_vma(struct vmfork_mem *mem,
 #define VMFORK_FAULT_ERROR	VM_FAULT_SIGBUS
 
 /*
- * Core mm maps up to 16 pages of a page cache file around a read fault
- * (fault_around_bytes). vmfork_fault() does the same for a read: the pages
- * the object has in the naturally aligned block of VMFORK_FAULT_AROUND pages
- * around the fault (so within one page table), inside the VMA, read-only
- * like the faulting one. A PTE already present stays (-EBUSY); holes stay
- * unmapped, since each zero-page PTE holds a reference. A VM that reads its
- * RAM then takes one host fault per block instead of one per page.
- */
-#define VMFORK_FAULT_AROUND	16
-
-static void vmfork_fault_around(struct vmfork_mem *mem, struct vm_fault *vmf)
-{
-	struct vm_area_struct *vma = vmf->vma;
-	unsigned long addr = vmf->address & PAGE_MASK;
-	unsigned long start, end;
-	struct page *page;
-	pgoff_t pgoff;
-
-	lockdep_assert_held(&mem->lock);
-	start = ALIGN_DOWN(addr, VMFORK_FAULT_AROUND * PAGE_SIZE);
-	end = min(start + VMFORK_FAULT_AROUND * PAGE_SIZE, vma->vm_end);
-	start = max(start, vma->vm_start);
-	for (; start < end; start += PAGE_SIZE) {
-		pgoff = vma->vm_pgoff + ((start - vma->vm_start) >> PAGE_SHIFT);
-		if (start == addr || pgoff >= mem->npages)
-			continue;
-		page = vmfork_layer_lookup(mem->top, pgoff);
-		if (page)
-			vm_insert_page(vma, start, page);
-	}
-}
-
-/*
  * A write fault here (->fault: the faulting PTE was empty) that replaces a
  * page of a VMA mapped nowhere else does not zap that page at once: zapping
  * a pgoff fires the MMU notifier even where nothing maps it, which makes KVM
@@ -172,8 +139,6 @@ static vm_fault_t vmfork_fault(struct vm_fault *vmf)
 		ret = vmf_error(err);
 	else
 		ret = VM_FAULT_NOPAGE;
-	if (!(vmf->flags & FAULT_FLAG_WRITE) && !err)
-		vmfork_fault_around(mem, vmf);
 out:
 	mutex_unlock(&mem->lock);
 	if (zero)
@@ -208,23 +173,7 @@ static vm_fault_t vmfork_page_mkwrite(struct vm_fault *vmf)
 	return ret;
 }
 
-/*
- * Maps nothing: the fault-around is vmfork_fault()'s, which sleeps on
- * mem->lock, while ->map_pages runs under rcu_read_lock() (6.12). Having one
- * is core mm's sign that ->fault and ->page_mkwrite need no mmap_lock
- * (vmf_can_call_fault()), so that since 6.4 our faults run under the per-VMA
- * lock instead of retrying under mmap_lock. They need none: they touch this
- * VMA (which that lock keeps), @mem under mem->lock and page tables under
- * their own locks, as shmem's do.
- */
-static vm_fault_t vmfork_map_pages(struct vm_fault *vmf, pgoff_t start_pgoff,
-				   pgoff_t end_pgoff)
-{
-	return 0;
-}
-
 const struct vm_operations_struct vmfork_vm_ops = {
 	.fault		= vmfork_fault,
-	.map_pages	= vmfork_map_pages,
 	.page_mkwrite	= vmfork_page_mkwrite,
 };

@@ -20,9 +20,7 @@
  * -> PTE lock. mem->lock is never held across a user copy: a user buffer may
  * be a mapping of this very object. A fault holds mem->lock for one chain
  * lookup, at most one page allocation and 4 KiB copy, a one-page zap and a
- * PTE insert, and a read fault for 15 more lookups and inserts (fault.c's
- * fault-around); a fork for a zap of the parent's private pages. Since 6.4
- * faults run under the per-VMA lock, which takes mmap_lock's place above.
+ * PTE insert; a fork for a zap of the parent's private pages.
  */
 #include <linux/anon_inodes.h>
 #include <linux/cred.h>

@@ -2,12 +2,11 @@
 /*
  * VMFORK_VM_FORK from the host side: isolation in both directions for
  * stores through mappings and for pwrite, closing in every order, forks
- * racing with a thread that keeps writing the parent, a live fork that
- * leaves the parent's clean pages mapped, and the fault-around of reads.
+ * racing with a thread that keeps writing the parent, and a live fork that
+ * leaves the parent's clean pages mapped.
  */
 #include <pthread.h>
 #include <stdatomic.h>
-#include <sys/resource.h>
 
 #include "vmfork_test.h"
 
@@ -507,95 +506,6 @@ TEST(live_fork_keeps_clean_pages_mapped)
 	EXPECT_EQ(~0ULL, peek64(_metadata, child, 0, 0));
 	EXPECT_EQ(2ULL, peek64(_metadata, child, 1, 0));
 	munmap((void *)map, PAGES(LIVE_PAGES));
-	close(child);
-	close(obj);
-	close(dev);
-}
-
-/*
- * A read fault maps the object's pages in the aligned 16-page block around
- * it (the module's fault-around), read-only: a clone's reader takes a fault
- * per block, not per page. The clone's view is mapped 3 pages into the
- * object, so a wrong page offset would show as wrong data; holes are not
- * mapped around. A store to a page mapped that way still breaks COW.
- */
-#define AROUND_PAGES	48ULL
-#define AROUND_OFF	3ULL
-#define AROUND_MAPPED	40ULL
-#define AROUND_BLOCK	16ULL
-
-static bool around_hole(__u64 pgoff)
-{
-	return pgoff % 5 == 4;
-}
-
-TEST(read_fault_maps_the_block_around)
-{
-	__u64 ent[AROUND_MAPPED], p, first, last, holes = 0, faults;
-	volatile __u64 *map;
-	struct rusage r0, r1;
-	int dev, obj, child;
-	uintptr_t base;
-
-	VMFORK_OPEN_OR_SKIP(dev);
-	obj = vmfork_create(_metadata, dev, PAGES(AROUND_PAGES), NULL);
-	for (p = 0; p < AROUND_PAGES; p++)
-		if (!around_hole(p))
-			poke64(_metadata, obj, p, 0, p + 1);
-	child = vmfork_fork(_metadata, obj, 0, NULL);
-	map = vmfork_mmap(_metadata, child, PAGES(AROUND_MAPPED),
-			  PAGES(AROUND_OFF), PROT_READ | PROT_WRITE);
-
-	/* One read: its block's pages with data are mapped, nothing else. */
-	base = (uintptr_t)map;
-	p = AROUND_MAPPED / 2;
-	ASSERT_EQ(around_hole(p + AROUND_OFF) ? 0 : p + AROUND_OFF + 1,
-		  map[p * PG / 8]);
-	first = ((base + PAGES(p)) & ~(PAGES(AROUND_BLOCK) - 1)) - base;
-	first /= PG;
-	last = first + AROUND_BLOCK - 1;
-	ASSERT_EQ(0, pagemap_entries((const void *)map, AROUND_MAPPED, ent));
-	for (p = 0; p < AROUND_MAPPED; p++) {
-		bool want = (p == AROUND_MAPPED / 2) ||
-			    (p >= first && p <= last && !around_hole(p + AROUND_OFF));
-
-		EXPECT_EQ(want, !!(ent[p] & PAGEMAP_PRESENT)) {
-			TH_LOG("page %llu of the view (pgoff %llu%s) must %sbe mapped after a read of page %llu",
-			       (unsigned long long)p,
-			       (unsigned long long)(p + AROUND_OFF),
-			       around_hole(p + AROUND_OFF) ? ", a hole" : "",
-			       want ? "" : "not ",
-			       AROUND_MAPPED / 2);
-		}
-	}
-
-	/* Every page reads right, with a fault per block (and per hole). */
-	ASSERT_EQ(0, getrusage(RUSAGE_SELF, &r0));
-	for (p = 0; p < AROUND_MAPPED; p++) {
-		__u64 pgoff = p + AROUND_OFF;
-
-		holes += around_hole(pgoff);
-		ASSERT_EQ(around_hole(pgoff) ? 0 : pgoff + 1, map[p * PG / 8]) {
-			TH_LOG("page %llu of the view holds pgoff %llu's data?",
-			       (unsigned long long)p, (unsigned long long)pgoff);
-		}
-	}
-	ASSERT_EQ(0, getrusage(RUSAGE_SELF, &r1));
-	faults = r1.ru_minflt - r0.ru_minflt;
-	/* The view spans at most 4 blocks; one more fault of slack. */
-	EXPECT_LE(faults, 4 + holes + 1) {
-		TH_LOG("reading %llu pages took %llu faults (%llu holes): no fault-around?",
-		       AROUND_MAPPED, (unsigned long long)faults,
-		       (unsigned long long)holes);
-	}
-
-	/* A store to a page mapped around still breaks COW. */
-	p = first == 0 ? AROUND_BLOCK : first;
-	p = around_hole(p + AROUND_OFF) ? p + 1 : p;
-	map[p * PG / 8] = 0xfeed;
-	EXPECT_EQ(0xfeedULL, peek64(_metadata, child, p + AROUND_OFF, 0));
-	EXPECT_EQ(p + AROUND_OFF + 1, peek64(_metadata, obj, p + AROUND_OFF, 0));
-	munmap((void *)map, PAGES(AROUND_MAPPED));
 	close(child);
 	close(obj);
 	close(dev);
