@@ -227,12 +227,14 @@ bench:
 	$(MAKE) bench-linux
 
 # Linux clones on the product path (the CLI): fork to a clone that answers `vmfork exec
-# true`, live and from a template, against a fresh boot; memory of idle clones.
+# true`, live and from a template, against a fresh boot and QEMU templating (Debian's
+# QEMU with KVM in the test VM, the same guest); memory of 32 idle clones of each.
 # Multi-threaded TCG for the nested Linux guests (docs/testing.md).
 bench-linux:
 	scripts/deps.sh
 	$(MAKE) all
-	VMFORK_TCG_THREAD=multi scripts/vm-run.sh --kernel 6.1 --timeout 900 --share $(BENCH_OUT) -- \
+	VMFORK_TCG_THREAD=multi scripts/vm-run.sh --kernel 6.1 --mem 4G --timeout 1800 \
+		--share $(BENCH_OUT) -- \
 		python3 userspace/bench/linux_bench.py --out $(abspath $(BENCH_OUT)) $(BENCH_LINUX_ARGS)
 
 # Linked-clone disks (issue #14): VMM layers against reflinks (FICLONE on XFS) and

@@ -9,11 +9,14 @@ and the build's initramfs, with vmfork-agent):
   fresh boot   `vmfork run --linux`, until its agent answers `exec true` (the baseline)
   live fork    `vmfork fork` of the running guest, until the clone answers
   template     `vmfork fork` of a frozen template, until the clone answers
+  QEMU         Debian's QEMU with KVM, Kata's VM templating (qemu_template.py): a fresh
+               boot, and clones of a template until their agent answers the same request
 
 and, for each fork, when the clone's customization (hostname, machine-id, clock,
 reseed, hooks) was done. Then the memory of the template and --clones idle clones:
 what the module holds (each page once) against what as many independent guests would
-hold (each VM's resident pages). Last, the parent's pause at forks of a VM with a 1 GiB
+hold (each VM's resident pages), and the system's memory use (/proc/meminfo) with the
+parent and those clones against QEMU's template and as many idle QEMU clones. Last, the parent's pause at forks of a VM with a 1 GiB
 and an 8 GiB disk (whether a linked-clone disk costs the same at any size). Times are
 medians and p90 of --repeat runs, with the
 ratio to the fresh boot from the same run; nothing is asserted. Progress on stderr,
@@ -27,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import qemu_template
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 VMFORK = os.environ.get("VMFORK_BIN", os.path.join(HERE, "..", "..", "build", "bin", "vmfork"))
@@ -70,6 +75,57 @@ def customized_ms(name, timeout=TIMEOUT):
             raise SystemExit(f"linux-bench: {name} not customized: {st}")
         time.sleep(0.05)
     raise SystemExit(f"linux-bench: {name} still not customized after {timeout} s")
+
+
+def used_bytes():
+    """The system's memory in use, as the bench counts it (page cache and reclaimable
+    slab left out, tmpfs counted)."""
+    kb = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, value = line.split(":", 1)
+            kb[key] = int(value.split()[0])
+    used = (kb["MemTotal"] - kb["MemFree"] - kb["Buffers"] - (kb["Cached"] - kb["Shmem"])
+            - kb["SReclaimable"])
+    return used * 1024
+
+
+def settled_used_bytes():
+    time.sleep(5)  # idle guests: what they hold settles
+    return used_bytes()
+
+
+def qemu_series(a, kernel, initrd, mem_mib):
+    """QEMU templating on the same guest: fresh boots, template clones, idle clones'
+    memory. None when QEMU or vhost-vsock is missing (said on stderr)."""
+    try:
+        q = qemu_template.QemuTemplating(RUNTIME, kernel, initrd, mem_mib, log)
+    except qemu_template.QemuError as e:
+        log(f"QEMU templating left out: {e}")
+        return None
+    res = {"version": qemu_template.qemu_version()}
+    try:
+        boots = []
+        for i in range(a.boots):
+            boots.append(q.fresh_boot() * 1000)
+            log(f"qemu fresh boot {i + 1}: answered after {boots[-1]:.0f} ms")
+        res["fresh_boot"] = summary(boots)
+        base = settled_used_bytes()
+        q.make_template()
+        clones = []
+        for i in range(a.repeat):
+            clones.append(q.clone() * 1000)
+            log(f"qemu clone {i + 1}: answered after {clones[-1]:.0f} ms")
+        res["template"] = summary(clones)
+        for i in range(a.clones):
+            q.clone(keep=True)
+        log(f"qemu: {a.clones} idle clones running")
+        res["memory_bytes"] = settled_used_bytes() - base
+    except qemu_template.QemuError as e:
+        raise SystemExit(f"linux-bench: QEMU templating: {e}") from None
+    finally:
+        q.close()
+    return res
 
 
 def summary(xs):
@@ -130,17 +186,42 @@ def find(tree, key):
     return None
 
 
+def targets(results, clones):
+    """Issue #16's targets that this run can judge, as PASS/MISS lines."""
+    qemu, tpl = results["qemu"], results["template"]["median"]
+    lines = [
+        ("vmfork template clone answers >= 10x sooner than a QEMU-templating clone "
+         "(no pool: not built)", qemu["template"]["median"] / tpl, 10),
+        ("vmfork template clone answers >= 20x sooner than a fresh boot (vmfork's)",
+         results["fresh_boot"]["median"] / tpl, 20),
+        (f"QEMU templating's memory for {clones} idle clones / vmfork's >= 2",
+         qemu["memory_bytes"] / max(results["memory"]["system_bytes"], 1), 2),
+    ]
+    print("targets of issue #16 (this run):")
+    for text, ratio, goal in lines:
+        print(f"  {text}: {ratio:.1f}x, goal {goal}x: {'PASS' if ratio >= goal else 'MISS'}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=10, help="forks per strategy (10)")
     ap.add_argument("--boots", type=int, default=3, help="fresh boots (3)")
-    ap.add_argument("--clones", type=int, default=8, help="idle clones for memory (8)")
-    ap.add_argument("--mem", default="160M", help="guest RAM (160M)")
+    ap.add_argument("--clones", type=int, default=32, help="idle clones for memory (32)")
+    ap.add_argument("--mem", default="160M", help="guest RAM (160M; a size in M)")
+    ap.add_argument("--no-qemu", action="store_true", help="leave out QEMU templating")
+    ap.add_argument("--kernel", default=f"/boot/vmlinuz-{os.uname().release}",
+                    help="the guest's kernel, for QEMU (vmfork's default: the host's)")
+    ap.add_argument("--initrd", default=os.path.join(
+        os.path.dirname(os.path.realpath(VMFORK)), "..", "share", "vmfork",
+        "linux-initramfs.cpio.gz"), help="the guest's initramfs, for QEMU (vmfork's default)")
     ap.add_argument("--out", help="directory for linux.json")
     a = ap.parse_args()
     if a.repeat < 1 or a.boots < 1 or a.clones < 1:
         ap.error("--repeat, --boots and --clones must be at least 1")
+    if not a.mem.endswith("M") or not a.mem[:-1].isdigit():
+        ap.error("--mem must be a size in MiB, like 160M")
     results = {"mem": a.mem, "kernel": os.uname().release}
+    base = used_bytes()
     try:
         boots = []
         for i in range(a.boots):
@@ -163,14 +244,17 @@ def main():
         results["template"], results["template_customize"] = fork_series(parent, "tpl-",
                                                                          a.repeat)
         vmfork("fork", parent, "-n", str(a.clones), "--name-prefix", "idle-", "--wait-ready")
-        time.sleep(5)  # idle: what they hold settles
+        used = settled_used_bytes()
         stats = json.loads(vmfork("stats", "--json").stdout)
         held, separate = find(stats, "module_bytes"), find(stats, "resident_bytes")
         results["memory"] = {"vms": a.clones + 1, "module_bytes": held,
-                             "resident_bytes": separate}
+                             "resident_bytes": separate, "system_bytes": used - base}
         dmesg = vmfork("exec", "idle-1", "--", "dmesg", check=False).stdout
         results["reseed_line"] = next((ln for ln in dmesg.splitlines() if RESEED in ln), None)
         vmfork("kill", "--all")
+        if not a.no_qemu:
+            results["qemu"] = qemu_series(a, a.kernel, os.path.realpath(a.initrd),
+                                          int(a.mem[:-1]))
         for gib in (1, 8):
             results[f"disk_{gib}g_pause"] = disk_fork_pauses(gib << 30, min(a.repeat, 5),
                                                              a.mem)
@@ -180,9 +264,12 @@ def main():
     print(f"Linux guest ({results['kernel']}, {a.mem}): from the request to a guest whose "
           f"agent answers `vmfork exec true`")
     print(f"{'strategy':<14}{'median ms':>11}{'p90 ms':>9}{'n':>4}{'vs fresh boot':>15}")
-    for key, label in (("fresh_boot", "fresh boot"), ("live", "live fork"),
-                       ("template", "template")):
-        s = results[key]
+    rows = [(results["fresh_boot"], "fresh boot"), (results["live"], "live fork"),
+            (results["template"], "template")]
+    qemu = results.get("qemu")
+    if qemu:
+        rows += [(qemu["fresh_boot"], "QEMU boot"), (qemu["template"], "QEMU clone")]
+    for s, label in rows:
         print(f"{label:<14}{s['median']:>11.0f}{s['p90']:>9.0f}{s['n']:>4}"
               f"{boot / s['median']:>14.1f}x")
     for key, label in (("live_customize", "live fork"), ("template_customize", "template")):
@@ -193,11 +280,17 @@ def main():
         print(f"memory of the template and {a.clones} idle clones: {m['module_bytes'] >> 20} MiB "
               f"held, {m['resident_bytes'] >> 20} MiB as separate guests "
               f"({m['resident_bytes'] / m['module_bytes']:.1f}x less)")
+    print(f"system memory in use with the parent and {a.clones} idle clones: vmfork "
+          f"{m['system_bytes'] >> 20} MiB" + (f", QEMU templating (template file and "
+          f"clones) {qemu['memory_bytes'] >> 20} MiB" if qemu else ""))
     print(f"a clone's kernel log: {results['reseed_line']}")
     print("parent's pause at a live fork (median ms): no disk "
           f"{results['live_pause']['median']:.1f}, with a disk written 1 MiB since the last "
           f"fork: 1 GiB {results['disk_1g_pause']['median']:.1f}, "
           f"8 GiB {results['disk_8g_pause']['median']:.1f}")
+    if qemu:
+        print(f"QEMU: {qemu['version']}")
+        targets(results, a.clones)
     if a.out:
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "linux.json"), "w") as f:
