@@ -30,7 +30,7 @@ module that does not unload) counts as one failed test and is named at the end.
 Skipped tests are reported, never counted as passed. Exits 1 on any failure.
 Each step's wall time is printed when it ends and again before the last line.
 Environment: CHECK_VM_TIMEOUT (seconds per VM run, default 1800), CHECK_RETRIES
-(nested-TCG retries in a whole check, default 10; at most 6 in one step).
+(nested-TCG retries in a whole check, default 12; at most 6 in one step).
 USAGE
 }
 
@@ -53,7 +53,7 @@ problems=()
 start=$SECONDS
 # Runs of a nested-Linux step that the known nested-TCG faults (docs/testing.md) may
 # repeat, in all: a step may use more than one, the whole check no more than this.
-retries_left=${CHECK_RETRIES:-10}
+retries_left=${CHECK_RETRIES:-12}
 # And in one step. The fault is not rare on a bad day: clean-clone CI on 2026-12-07
 # lost the 6.1 Linux step's test VM 5 times in a row (each the known overflow, no
 # vmfork frame, about 2 minutes each), twice that day.
@@ -73,7 +73,7 @@ summary() {
 		echo "check: time: $t"
 	done
 	echo "check: $((SECONDS - start))s, kernels: ${kernels[*]}, nested-TCG retries:" \
-		"$((${CHECK_RETRIES:-10} - retries_left))"
+		"$((${CHECK_RETRIES:-12} - retries_left))"
 	local p
 	for p in "${problems[@]+"${problems[@]}"}"; do
 		echo "check: failed: $p"
