@@ -25,9 +25,6 @@ Options:
   --leak-check    (debug kernel) boot with kmemleak on; after CMD, scan and fail
                   on any leak whose allocation backtrace is in vmfork
   --mem SIZE      guest memory (QEMU -m syntax, default 2G)
-  --prealloc      touch all guest memory before the guest starts (QEMU -mem-prealloc):
-                  where the host backs its own memory lazily, a first touch of fresh
-                  host memory stalls the toucher for a while (make bench)
   --cpus N        guest vCPUs (default 2)
   --timeout SECS  limit for the whole VM run (default 900): QEMU is stopped and
                   the exit status is 124 (125: the test VM died before CMD ended)
@@ -72,14 +69,12 @@ shell=0
 log=
 leak_check=0
 share=
-prealloc=0
 
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kernel) kernel=${2:?--kernel needs a value}; shift 2 ;;
 	--mem) mem=${2:?--mem needs a value}; shift 2 ;;
 	--cpus) cpus=${2:?--cpus needs a value}; shift 2 ;;
-	--prealloc) prealloc=1; shift ;;
 	--timeout) timeout_secs=${2:?--timeout needs a value}; shift 2 ;;
 	--no-module) load_module=0; shift ;;
 	--leak-check) leak_check=1; shift ;;
@@ -481,7 +476,6 @@ qemu=(
 [ -z "$share" ] ||
 	qemu+=(-virtfs "local,path=$share,mount_tag=vmshare,security_model=none,multidevs=remap")
 [ ! -r /usr/share/qemu/qboot.rom ] || qemu+=(-bios /usr/share/qemu/qboot.rom)
-[ "$prealloc" = 0 ] || qemu+=(-mem-prealloc)
 
 start=$(date +%s.%N)
 if [ "$shell" = 1 ]; then
