@@ -3,10 +3,9 @@
  * Page faults on a memory object's mappings (see mem.c for the mapping
  * rules), and the zero page that holes map.
  */
-#include <linux/highmem.h>
 #include <linux/mm.h>
 #include <linux/module.h>
-#include <linux/rmap.h>
+#include <linux/pagemap.h>
 
 #include "compat.h"
 #include "internal.h"
