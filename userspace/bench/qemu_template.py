@@ -52,28 +52,27 @@ def agent_exec_true(cid, timeout):
             s.settimeout(timeout)
             body = json.dumps({"argv": ["true"], "stdin": False}).encode()
             s.sendall(struct.pack("<IHHII", AGENT_MAGIC, 1, AGENT_EXEC, len(body), 0) + body)
-            buf = b""
             while True:
-                while len(buf) < 16:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        return False
-                    buf += chunk
-                magic, _, kind, length, _ = struct.unpack("<IHHII", buf[:16])
+                magic, _, kind, length, _ = struct.unpack("<IHHII", recv_exact(s, 16))
                 if magic != AGENT_MAGIC:
                     return False
-                while len(buf) < 16 + length:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        return False
-                    buf += chunk
-                payload, buf = buf[16:16 + length], buf[16 + length:]
+                payload = recv_exact(s, length)
                 if kind == AGENT_EXIT:
                     return json.loads(payload).get("code") == 0
                 if kind == AGENT_ERROR:
                     return False
-    except OSError:
+    except OSError:  # ConnectionError too: the agent closed early
         return False
+
+
+def recv_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionResetError("the agent closed the connection")
+        data += chunk
+    return data
 
 
 class Qmp:
@@ -113,6 +112,11 @@ class Qmp:
                 return reply["return"]
             if "error" in reply:
                 raise QemuError(f"QMP {command}: {reply['error'].get('desc')}")
+
+    def ignore_shared(self):
+        """RAM in a shared memory-backend-file stays out of the migration stream."""
+        self.execute("migrate-set-capabilities",
+                     capabilities=[{"capability": "x-ignore-shared", "state": True}])
 
     def wait_migration(self, timeout):
         deadline = time.monotonic() + timeout
@@ -226,8 +230,7 @@ class QemuTemplating:
                     self.ram, share=True)
         try:
             boot = vm.wait_answer(t0, self.timeout)
-            vm.qmp.execute("migrate-set-capabilities", capabilities=[
-                {"capability": "x-ignore-shared", "state": True}])
+            vm.qmp.ignore_shared()
             vm.qmp.execute("stop")
             vm.qmp.execute("migrate", uri=f"file:{self.state}")
             vm.qmp.wait_migration(self.timeout)
@@ -242,8 +245,7 @@ class QemuTemplating:
         vm = QemuVm(self.dir, f"clone{self.next_cid}", self._cid(), self.kernel, self.initrd,
                     self.mem, self.ram, share=False, incoming=True)
         try:
-            vm.qmp.execute("migrate-set-capabilities", capabilities=[
-                {"capability": "x-ignore-shared", "state": True}])
+            vm.qmp.ignore_shared()
             vm.qmp.execute("migrate-incoming", uri=f"file:{self.state}")
             vm.qmp.wait_migration(self.timeout)
             vm.qmp.execute("cont")
