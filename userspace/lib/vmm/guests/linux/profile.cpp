@@ -176,27 +176,11 @@ void LinuxProfile::console_input(std::span<const std::uint8_t> bytes) {
 }
 
 void LinuxProfile::pause() {
-    if (vsock_ != nullptr) {
-        vsock_->pause();
-    }
-    for (auto* d : disks_) {
-        d->pause();
-    }
-    if (net_ != nullptr) {
-        net_->pause();
-    }
+    for_each_virtio([](auto& d) { d.pause(); });
 }
 
 void LinuxProfile::resume() {
-    if (vsock_ != nullptr) {
-        vsock_->resume();
-    }
-    for (auto* d : disks_) {
-        d->resume();
-    }
-    if (net_ != nullptr) {
-        net_->resume();
-    }
+    for_each_virtio([](auto& d) { d.resume(); });
 }
 
 void LinuxProfile::reset() {

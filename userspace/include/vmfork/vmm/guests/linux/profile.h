@@ -109,6 +109,19 @@ private:
     VhostVsock* vsock_ = nullptr;   // slot 0, if the VM has vsock
     std::vector<VirtioBlk*> disks_; // slots 1, 2, ...
     VhostNet* net_ = nullptr;       // slot 7, if the VM has a network
+
+    // f(device) for each virtio device the VM has, in slot order.
+    template <class F> void for_each_virtio(F&& f) {
+        if (vsock_ != nullptr) {
+            f(*vsock_);
+        }
+        for (auto* d : disks_) {
+            f(*d);
+        }
+        if (net_ != nullptr) {
+            f(*net_);
+        }
+    }
     CloneIdentity identity_{};
 };
 
