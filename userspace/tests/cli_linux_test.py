@@ -267,7 +267,8 @@ def _():
     # memory or the next one (written, not yet noted): never an older one.
     vmfork("console", "-i", "lx", stdin_text="i=0; while [ $i -lt 3000 ]; do i=$((i+1)); "
            "printf '%-512s' $i | dd of=/dev/vda bs=512 seek=600 oflag=direct conv=notrunc "
-           "2>/dev/null && echo $i >/tmp/last; done & echo $! >/tmp/loop.pid\n")
+           "2>/dev/null && echo $i >/tmp/last.new && mv /tmp/last.new /tmp/last; done & "
+           "echo $! >/tmp/loop.pid\n")
     wait_for("the write loop", lambda: exec_in("lx", "cat", "/tmp/last").returncode == 0,
              evidence="lx")
     vmfork("fork", "lx", "-n", "2", "--name-prefix", "io-")
@@ -275,7 +276,10 @@ def _():
         p = exec_in(name, "sh", "-c", "kill $(cat /tmp/loop.pid); sleep 0.5; cat /tmp/last; "
                     "dd if=/dev/vda bs=512 skip=600 count=1 iflag=direct 2>/dev/null")
         assert p.returncode == 0, f"{name}: {p}{evidence_of(name)}"
-        noted, on_disk = int(p.stdout.split()[0]), int(p.stdout.split()[1])
+        # /tmp/last is renamed into place: a kill or a fork never finds it half written.
+        words = p.stdout.split()
+        assert len(words) == 2, f"{name}: noted counter, then the disk's: {p.stdout!r}"
+        noted, on_disk = int(words[0]), int(words[1])
         assert on_disk in (noted, noted + 1), (name, noted, on_disk)
     vmfork("kill", "io-1", "io-2")
     # 10 clones of the 1 GiB disk each write 1 MiB: about 10 MiB more disk, not 10 GiB.
