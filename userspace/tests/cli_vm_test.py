@@ -358,7 +358,13 @@ def _():
     assert "is a template" in out, out
     before = info("tp")
     assert before["state"] == "template" and before["memory"]["template"]
-    vmfork("fork", "tp", "--name-prefix", "tpc")
+    # --json: per clone its pid, its VM_FORK and the time until it ran.
+    r = json.loads(vmfork("fork", "tp", "--name-prefix", "tpc", "--json").stdout)
+    assert r["all_ok"] and r["template"], r
+    assert [c["name"] for c in r["clones"]] == ["tpc1"], r
+    c = r["clones"][0]
+    assert c["pid"] == ls()["tpc1"]["pid"], (c, ls()["tpc1"])
+    assert 0 < c["fork_us"] < c["ready_us"] and "error" not in c, c
     for name in ("tp-1", "tp-2", "tpc1"):
         verified(own_reports(name, 2), 1, "tp")
     after = info("tp")
