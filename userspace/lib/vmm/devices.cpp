@@ -75,6 +75,11 @@ void SerialPort::append(std::span<const std::uint8_t> bytes) {
     }
 }
 
+void SerialPort::set_output(UniqueFd out) {
+    const std::scoped_lock lock(mutex_);
+    out_ = std::move(out);
+}
+
 std::string SerialPort::output() const {
     const std::scoped_lock lock(mutex_);
     return buffer_;

@@ -53,7 +53,8 @@ Machine::Machine(Key /*key*/, const Kvm& kvm, GuestMemory memory, unsigned cpus,
       serial_(std::make_unique<SerialPort>(open_serial(config.serial_path))), vm_(kvm.create_vm()),
       devices_(vm_, cpus, *memory_, *serial_, [this] { power_off(); }),
       profile_(std::move(profile)), on_power_off_(config.on_power_off) {
-    if (!profile_) {
+    // Only a warm machine (prepare()) is made without a profile, and with no RAM.
+    if (!profile_ && memory_->size() != 0) {
         throw SystemError(EINVAL, "a machine needs a guest profile");
     }
     if (cpus == 0 || cpus > VmState::max_vcpus) {
@@ -70,7 +71,9 @@ Machine::Machine(Key /*key*/, const Kvm& kvm, GuestMemory memory, unsigned cpus,
     if (memory_->size() != 0) {
         memory_->attach(vm_);
     }
-    profile_->add_devices(devices_);
+    if (profile_) {
+        profile_->add_devices(devices_);
+    }
     for (unsigned i = 0; i < cpus; ++i) {
         vcpus_.push_back(std::make_unique<Vcpu>(vm_.create_vcpu(i)));
     }
@@ -110,6 +113,9 @@ std::unique_ptr<Machine> Machine::boot(const Kvm& kvm, const Device& device,
 std::unique_ptr<Machine> Machine::boot(const Kvm& kvm, MemoryObject memory,
                                        const MachineConfig& config,
                                        std::unique_ptr<GuestProfile> profile, BootLoader& loader) {
+    if (!profile) {
+        throw SystemError(EINVAL, "a machine needs a guest profile");
+    }
     auto m = std::make_unique<Machine>(Key{}, kvm, GuestMemory(std::move(memory)), config.cpus,
                                        std::move(profile), config);
     for (const auto& vcpu : m->vcpus_) {
@@ -148,6 +154,9 @@ std::unique_ptr<Machine> Machine::restore(const Kvm& kvm, GuestMemory memory, co
                                       " bytes of RAM, the guest memory has " +
                                       std::to_string(memory.size()));
     }
+    if (!profile) {
+        throw SystemError(EINVAL, "a machine needs a guest profile");
+    }
     auto m = std::make_unique<Machine>(Key{}, kvm, std::move(memory),
                                        static_cast<unsigned>(state.vcpus.size()),
                                        std::move(profile), config);
@@ -162,7 +171,33 @@ std::unique_ptr<Machine> Machine::prepare(const Kvm& kvm, unsigned cpus,
     return std::make_unique<Machine>(Key{}, kvm, GuestMemory(), cpus, std::move(profile), config);
 }
 
+void Machine::start_clone(GuestMemory memory, const VmState& state, const CloneIdentity& identity,
+                          std::unique_ptr<GuestProfile> profile, const MachineConfig& config) {
+    if (profile_ || !profile) {
+        throw SystemError(EINVAL, "start_clone() with a profile is for a machine prepared "
+                                  "without one");
+    }
+    if (!runners_.empty() || memory_->size() != 0) {
+        throw SystemError(EBUSY, "start_clone() on a machine that already has RAM");
+    }
+    if (state.vcpus.size() != vcpus_.size() || state.mem_size != memory.size()) {
+        throw SystemError(EINVAL, "start_clone() with the state of a different VM");
+    }
+    serial_->set_output(open_serial(config.serial_path));
+    on_power_off_ = config.on_power_off;
+    *memory_ = std::move(memory);
+    memory_->attach(vm_);
+    // The devices see RAM from the start, as on a machine that restore() makes.
+    profile_ = std::move(profile);
+    profile_->add_devices(devices_);
+    load_state(state, identity);
+    start(false);
+}
+
 void Machine::start_clone(GuestMemory memory, const VmState& state, const CloneIdentity& identity) {
+    if (!profile_) {
+        throw SystemError(EINVAL, "start_clone() without a profile on a machine that has none");
+    }
     if (!runners_.empty() || memory_->size() != 0) {
         throw SystemError(EBUSY, "start_clone() on a machine that already has RAM");
     }
@@ -202,11 +237,15 @@ void Machine::pause() {
         }
     }
     // No device writes guest memory (or a disk) while the VM is paused (and forked).
-    profile_->pause();
+    if (profile_) {
+        profile_->pause();
+    }
 }
 
 void Machine::resume() {
-    profile_->resume();
+    if (profile_) {
+        profile_->resume();
+    }
     for (auto& r : runners_) {
         r->resume();
     }

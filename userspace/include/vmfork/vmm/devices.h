@@ -87,6 +87,9 @@ public:
     [[nodiscard]] std::string output() const;
     // Console output from elsewhere (a Linux guest's 16550A): the same buffer and file.
     void append(std::span<const std::uint8_t> bytes);
+    // The file the output goes to from now on (a warm machine learns it when it
+    // becomes a clone).
+    void set_output(UniqueFd out);
 
 private:
     mutable std::mutex mutex_;

@@ -71,15 +71,21 @@ public:
                                             std::unique_ptr<GuestProfile> profile,
                                             const MachineConfig& config = {});
     // A warm machine: the VM, irqchip, PIT and cpus vCPUs made ahead, no RAM, nothing
-    // running; start_clone() turns it into a clone. Of config as for restore().
+    // running; start_clone() turns it into a clone. Of config as for restore(). Without
+    // a profile (null), the machine has no devices yet either: what kind of guest it
+    // will run, and its console, come with start_clone().
     static std::unique_ptr<Machine> prepare(const Kvm& kvm, unsigned cpus,
                                             std::unique_ptr<GuestProfile> profile,
                                             const MachineConfig& config = {});
-    // Only on a prepared machine, once: attach memory, restore state (of as many vCPUs),
-    // write identity, run.
+    // Only on a machine prepared with a profile, once: attach memory, restore state (of
+    // as many vCPUs), write identity, run.
     void start_clone(GuestMemory memory, const VmState& state, const CloneIdentity& identity);
+    // The same on a machine prepared without one: profile's devices are added, and
+    // config's serial_path and on_power_off apply, before the state is loaded.
+    void start_clone(GuestMemory memory, const VmState& state, const CloneIdentity& identity,
+                     std::unique_ptr<GuestProfile> profile, const MachineConfig& config);
 
-    // For boot() and restore() only: Key is private.
+    // For boot(), restore() and prepare() only: Key is private.
     Machine(Key key, const Kvm& kvm, GuestMemory memory, unsigned cpus,
             std::unique_ptr<GuestProfile> profile, const MachineConfig& config);
     ~Machine();
