@@ -9,6 +9,8 @@ and the build's initramfs, with vmfork-agent):
   fresh boot   `vmfork run --linux`, until its agent answers `exec true` (the baseline)
   live fork    `vmfork fork` of the running guest, until the clone answers
   template     `vmfork fork` of a frozen template, until the clone answers
+  ... + pool   the same with a warm pool (`vmfork pool resize 2`): the clone starts in a
+               VMM made ahead instead of a new process
   QEMU         Debian's QEMU with KVM, Kata's VM templating (qemu_template.py): a fresh
                boot, and clones of a template until their agent answers the same request
 
@@ -134,12 +136,28 @@ def summary(xs):
             "min": xs[0], "max": xs[-1], "samples": xs}
 
 
-def fork_series(source, prefix, repeat, pauses=None):
+def warm_count():
+    return sum(e["warm"] for e in json.loads(vmfork("pool", "--json").stdout) if e["cpus"] == 1)
+
+
+def fork_series(source, prefix, repeat, pauses=None, pool=0, cli=None):
+    """pool: warm VMMs to wait for before each fork (untimed), 0 for none. cli: gets the
+    time `vmfork fork` took (the request until its clone runs)."""
     answer, customize = [], []
     for i in range(repeat):
+        deadline = time.monotonic() + TIMEOUT
+        while pool and warm_count() < pool:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"linux-bench: the warm pool did not refill to {pool}")
+            time.sleep(0.05)
         t0 = time.monotonic()
         out = json.loads(vmfork("fork", source, "--name-prefix", prefix, "--json").stdout)
+        if cli is not None:
+            cli.append((time.monotonic() - t0) * 1000)
         name = out["clones"][0]["name"]
+        if bool(pool) != out["clones"][0].get("warm", False):
+            raise SystemExit(f"linux-bench: {name}: warm {out['clones'][0].get('warm')}, "
+                             f"pool {pool}")
         if pauses is not None:
             pauses.append(out["pause_us"] / 1000)
         answer.append(wait_exec(name, t0) * 1000)
@@ -188,14 +206,17 @@ def find(tree, key):
 
 def targets(results, clones):
     """Issue #16's targets that this run can judge, as PASS/MISS lines."""
-    qemu, tpl = results["qemu"], results["template"]["median"]
+    qemu, tpl = results["qemu"], results["template_pool"]["median"]
     lines = [
-        ("vmfork template clone answers >= 10x sooner than a QEMU-templating clone "
-         "(no pool: not built)", qemu["template"]["median"] / tpl, 10),
-        ("vmfork template clone answers >= 20x sooner than a fresh boot (vmfork's)",
+        ("vmfork template clone (pool) answers >= 10x sooner than a QEMU-templating clone",
+         qemu["template"]["median"] / tpl, 10),
+        ("vmfork template clone (pool) answers >= 20x sooner than a fresh boot (vmfork's)",
          results["fresh_boot"]["median"] / tpl, 20),
         (f"QEMU templating's memory for {clones} idle clones / vmfork's >= 2",
          qemu["memory_bytes"] / max(results["memory"]["system_bytes"], 1), 2),
+        ("`vmfork fork` of the template through the CLI, to a running clone: without the "
+         "pool / with it >= 5", results["template_cli"]["median"] /
+         results["template_pool_cli"]["median"], 5),
     ]
     print("targets of issue #16 (this run):")
     for text, ratio, goal in lines:
@@ -239,10 +260,23 @@ def main():
         results["live"], results["live_customize"] = fork_series(parent, "live-", a.repeat,
                                                                  live_pauses)
         results["live_pause"] = summary(live_pauses)
+        live_pool_pauses = []
+        vmfork("pool", "resize", "2")
+        results["live_pool"], results["live_pool_customize"] = fork_series(
+            parent, "lpool-", a.repeat, live_pool_pauses, pool=2)
+        results["live_pool_pause"] = summary(live_pool_pauses)
+        vmfork("pool", "drain")
         vmfork("fork", parent, "--template", "--name-prefix", "t0-")
         vmfork("kill", "t0-1")
+        cli, cli_pool = [], []
         results["template"], results["template_customize"] = fork_series(parent, "tpl-",
-                                                                         a.repeat)
+                                                                         a.repeat, cli=cli)
+        results["template_cli"] = summary(cli)
+        vmfork("pool", "resize", "2")
+        results["template_pool"], results["template_pool_customize"] = fork_series(
+            parent, "tpool-", a.repeat, pool=2, cli=cli_pool)
+        results["template_pool_cli"] = summary(cli_pool)
+        vmfork("pool", "drain")
         vmfork("fork", parent, "-n", str(a.clones), "--name-prefix", "idle-", "--wait-ready")
         used = settled_used_bytes()
         stats = json.loads(vmfork("stats", "--json").stdout)
@@ -260,19 +294,26 @@ def main():
                                                              a.mem)
     finally:
         subprocess.run([VMFORK, "kill", "--all"], env=ENV, capture_output=True, timeout=TIMEOUT)
+        subprocess.run([VMFORK, "pool", "drain"], env=ENV, capture_output=True, timeout=TIMEOUT)
     boot = results["fresh_boot"]["median"]
     print(f"Linux guest ({results['kernel']}, {a.mem}): from the request to a guest whose "
           f"agent answers `vmfork exec true`")
     print(f"{'strategy':<14}{'median ms':>11}{'p90 ms':>9}{'n':>4}{'vs fresh boot':>15}")
     rows = [(results["fresh_boot"], "fresh boot"), (results["live"], "live fork"),
-            (results["template"], "template")]
+            (results["live_pool"], "live + pool"), (results["template"], "template"),
+            (results["template_pool"], "template+pool")]
     qemu = results.get("qemu")
     if qemu:
         rows += [(qemu["fresh_boot"], "QEMU boot"), (qemu["template"], "QEMU clone")]
     for s, label in rows:
         print(f"{label:<14}{s['median']:>11.0f}{s['p90']:>9.0f}{s['n']:>4}"
               f"{boot / s['median']:>14.1f}x")
-    for key, label in (("live_customize", "live fork"), ("template_customize", "template")):
+    print(f"`vmfork fork` of the template through the CLI until its clone runs: median "
+          f"{results['template_cli']['median']:.0f} ms, with the pool "
+          f"{results['template_pool_cli']['median']:.0f} ms")
+    for key, label in (("live_customize", "live fork"), ("live_pool_customize", "live fork + pool"),
+                       ("template_customize", "template"),
+                       ("template_pool_customize", "template + pool")):
         s = results[key]
         print(f"customization after a {label}: median {s['median']:.0f} ms, p90 {s['p90']:.0f} ms")
     m = results["memory"]

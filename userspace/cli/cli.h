@@ -119,6 +119,18 @@ struct ConsoleOptions {
 
 int cmd_console(const Globals& g, const ConsoleOptions& o);
 
+struct PoolOptions {
+    enum class Action { Show, Resize, Drain };
+    Action action = Action::Show;
+    unsigned size = 0;            // Resize
+    std::optional<unsigned> cpus; // Resize (default 1), Drain (default: every count)
+    bool json = false;            // Show
+};
+
+// The warm pool (vmm/pool.h): show it, resize it (starting or stopping warm VMMs and
+// waiting for them), or drain it.
+int cmd_pool(const Globals& g, const PoolOptions& o);
+
 struct ExecOptions {
     std::string name;
     std::vector<std::string> argv;

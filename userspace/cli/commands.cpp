@@ -120,9 +120,9 @@ int cmd_fork(const Globals& g, const ForkOptions& o) {
             status = 1;
             continue;
         }
-        fmt::print("{}  pid {}  VM_FORK {}  running after {}\n", c.at("name").get<std::string>(),
+        fmt::print("{}  pid {}  VM_FORK {}  running after {}{}\n", c.at("name").get<std::string>(),
                    c.at("pid").get<int>(), ms(c.at("fork_us").get<double>()),
-                   ms(c.at("ready_us").get<double>()));
+                   ms(c.at("ready_us").get<double>()), c.value("warm", false) ? " (warm VMM)" : "");
         if (c.contains("customize")) {
             const json& st = c.at("customize");
             const auto state = st.value("state", std::string("none"));
@@ -137,6 +137,20 @@ int cmd_fork(const Globals& g, const ForkOptions& o) {
                                                          "guest with vsock has one)")
                                            : st.value("error", std::string()));
             }
+        }
+    }
+    if (const json pool = r.value("pool", json::object()); pool.value("target", 0U) > 0) {
+        const auto taken = pool.value("taken", 0U);
+        const auto clones = r.at("clones").size();
+        if (taken < clones) {
+            fmt::print(stderr,
+                       "vmfork: note: the warm pool had {} VMM{} left for {} clone{}: the others "
+                       "started as new processes (`vmfork pool resize` keeps more)\n",
+                       taken, taken == 1 ? "" : "s", clones, clones == 1 ? "" : "s");
+        }
+        if (pool.contains("error")) {
+            fmt::print(stderr, "vmfork: the warm pool was not refilled: {}\n",
+                       pool.at("error").get<std::string>());
         }
     }
     if (r.at("template").get<bool>()) {

@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "vmfork/control/protocol.h"
 #include "vmfork/system_error.h"
+#include "vmfork/vmm/pool.h"
 #include "vmfork/vmm/vmm_service.h"
 
 #ifndef VMFORK_VERSION
@@ -144,6 +145,27 @@ int run_cli(int argc, char** argv) {
     kill_cmd->add_option("names", kill_names, "VMs to stop");
     kill_cmd->add_flag("--all", kill_all, "stop every VM");
 
+    PoolOptions pool;
+    auto* pool_cmd = app.add_subcommand(
+        "pool", "the warm pool: VMM processes started ahead with their KVM VM and vCPUs, "
+                "that `vmfork fork` starts clones in instead of new processes (refilled by "
+                "each fork; none until you resize it)");
+    pool_cmd->add_flag("--json", pool.json, "print as JSON");
+    auto* pool_resize = pool_cmd->add_subcommand(
+        "resize", "keep SIZE warm VMMs of CPUS vCPUs; starts or stops them now");
+    pool_resize->add_option("size", pool.size, "warm VMMs to keep (0 stops them)")
+        ->required()
+        ->check(CLI::Range(0U, vmfork::VmmPool::max_size));
+    pool_resize
+        ->add_option("--cpus", pool.cpus,
+                     "their vCPUs: a clone takes one of its "
+                     "parent's count (default 1)")
+        ->check(CLI::Range(1U, static_cast<unsigned>(vmfork::VmState::max_vcpus)));
+    auto* pool_drain =
+        pool_cmd->add_subcommand("drain", "stop every warm VMM and keep none from now on");
+    pool_drain->add_option("--cpus", pool.cpus, "only those of this many vCPUs")
+        ->check(CLI::Range(1U, static_cast<unsigned>(vmfork::VmState::max_vcpus)));
+
     ConsoleOptions console;
     auto* console_cmd = app.add_subcommand("console", "the guest's serial output so far");
     console_cmd->add_option("name", console.name, "the VM")->required();
@@ -242,6 +264,14 @@ int run_cli(int argc, char** argv) {
         }
         if (*kill_cmd) {
             return cmd_kill(g, kill_names, kill_all);
+        }
+        if (*pool_cmd) {
+            if (*pool_resize) {
+                pool.action = PoolOptions::Action::Resize;
+            } else if (*pool_drain) {
+                pool.action = PoolOptions::Action::Drain;
+            }
+            return cmd_pool(g, pool);
         }
         if (*console_cmd) {
             if (console.interactive && console.follow) {

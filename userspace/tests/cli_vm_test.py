@@ -374,6 +374,72 @@ def _():
     assert p.returncode == 1
 
 
+def warm_pids(cpus=1):
+    return sorted(pid for e in json.loads(vmfork("pool", "--json").stdout) for pid in e["pids"]
+                  if e["cpus"] == cpus)
+
+
+def pool_of(n, cpus=1):
+    """Waits until the pool has n warm VMMs of cpus vCPUs; their pids."""
+    return wait_for(f"{n} warm VMMs", lambda: (lambda p: p if len(p) == n else None)(
+        warm_pids(cpus)))
+
+
+@ktap.test("pool: clones start in warm VMMs of their vCPU count and verify; the pool "
+           "refills, replaces a dead one; drain stops them all")
+def _():
+    assert "no warm pool" in vmfork("pool").stdout
+    vmfork("run", "--pace", PACE, "--name", "wp", "--mem", "16M", "--fill", "30")
+    own_reports("wp", 2)
+    out = vmfork("pool", "resize", "2").stdout
+    assert "pool: 2 warm VMMs with 1 vCPU (started 2, stopped 0)" in out, out
+    out = vmfork("pool", "resize", "1", "--cpus", "2").stdout
+    assert "pool: 1 warm VMM with 2 vCPUs (started 1, stopped 0)" in out, out
+    two = pool_of(1, 2)
+    warm = pool_of(2)
+    r = json.loads(vmfork("fork", "wp", "-n", "3", "--json").stdout)
+    assert r["all_ok"], r
+    taken = sorted(c["pid"] for c in r["clones"] if c["warm"])
+    assert taken == warm, (r, warm)
+    assert r["pool"]["target"] == 2 and r["pool"]["taken"] == 2, r["pool"]
+    for c in r["clones"]:
+        assert ls()[c["name"]]["pid"] == c["pid"], c
+        verified(own_reports(c["name"], 2), 1, "wp")
+    # Refilled by the fork: two new warm VMMs. The one of 2 vCPUs was not used.
+    refilled = pool_of(2)
+    assert not set(refilled) & set(warm), (refilled, warm)
+    assert warm_pids(2) == two
+    # One more clone than the pool has: the rest start as new processes, with a note.
+    p = vmfork("fork", "wp", "-n", "3", "--name-prefix", "wq")
+    assert p.stdout.count("(warm VMM)") == 2, p.stdout
+    assert "the warm pool had 2 VMMs left for 3 clones" in p.stderr, p.stderr
+    for i in (1, 2, 3):
+        verified(own_reports(f"wq{i}", 2), 1, "wp")
+    # A warm VMM that died is passed over.
+    dead, alive = pool_of(2)
+    os.kill(dead, signal.SIGKILL)
+    wait_for(f"warm VMM {dead} to die", lambda: not os.path.exists(f"/proc/{dead}"), 10)
+    r = json.loads(vmfork("fork", "wp", "--name-prefix", "wr", "--json").stdout)
+    assert r["all_ok"] and r["clones"][0]["warm"] and r["clones"][0]["pid"] == alive, r
+    verified(own_reports("wr1", 2), 1, "wp")
+    # Replaced: two live warm VMMs again, neither the dead one nor the one taken.
+    pids = pool_of(2)
+    assert dead not in pids and alive not in pids, (pids, dead, alive)
+    # Drain: every warm VMM exits and the next fork leaves none behind.
+    pids += two
+    out = vmfork("pool", "drain").stdout
+    assert "pool: 3 warm VMMs stopped" in out, out
+    for pid in pids:
+        wait_for(f"warm VMM {pid} to exit", lambda: not os.path.exists(f"/proc/{pid}"), 10)
+    assert warm_pids() == [] and "no warm pool" in vmfork("pool").stdout
+    r = json.loads(vmfork("fork", "wp", "--name-prefix", "ws", "--json").stdout)
+    assert not r["clones"][0]["warm"] and r["pool"]["target"] == 0, r
+    time.sleep(1)
+    assert warm_pids() == []
+    names = [n for n in ls() if n.startswith(("wp", "wq", "wr", "ws"))]
+    vmfork("kill", *names)
+
+
 @ktap.test("bad input gets a clear error and a non-zero exit")
 def _():
     cases = [
@@ -391,6 +457,10 @@ def _():
         (("stats", "--watch", "0"), ""),
         (("events", "-c", "0"), ""),
         (("events", "nosuch"), ""),
+        (("pool", "resize"), "size is required"),
+        (("pool", "resize", "65"), ""),
+        (("pool", "resize", "1", "--cpus", "0"), ""),
+        (("pool", "frobnicate"), ""),
     ]
     for args, text in cases:
         p = vmfork(*args, check=False)

@@ -56,4 +56,7 @@ expect "vmfork fork w" "web web-1"
 expect "vmfork kill " "db web web-1"
 expect "vmfork demo --cl" "--clones"
 expect "vmfork --ver" "--version"
+expect "vmfork pool " "drain resize"
+expect "vmfork pool resize " ""
+expect "vmfork exec w" "web web-1"
 [ "$failures" = 0 ]

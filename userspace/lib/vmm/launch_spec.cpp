@@ -97,6 +97,13 @@ void net_from(const json& j, LaunchSpec& s) {
 } // namespace
 
 json LaunchSpec::to_json() const {
+    if (mode == Mode::Warm) {
+        return {{"mode", "warm"},
+                {"name", name},
+                {"runtime_dir", runtime_dir},
+                {"spawned_ns", spawned_ns},
+                {"cpus", cpus}};
+    }
     json j = {
         {"mode", mode == Mode::Boot ? "boot" : "clone"},
         {"name", name},
@@ -140,13 +147,17 @@ LaunchSpec LaunchSpec::from_json(const json& j) {
     }
     LaunchSpec s;
     const auto mode = field<std::string>(j, "mode");
-    if (mode != "boot" && mode != "clone") {
+    if (mode != "boot" && mode != "clone" && mode != "warm") {
         throw SystemError(EINVAL, "unknown VMM mode '" + mode + "'");
     }
-    s.mode = mode == "boot" ? Mode::Boot : Mode::Clone;
+    s.mode = mode == "boot" ? Mode::Boot : mode == "clone" ? Mode::Clone : Mode::Warm;
     s.name = field<std::string>(j, "name");
     s.runtime_dir = field<std::string>(j, "runtime_dir");
     s.spawned_ns = field_or<std::uint64_t>(j, "spawned_ns", 0);
+    if (s.mode == Mode::Warm) {
+        s.cpus = field<unsigned>(j, "cpus");
+        return s;
+    }
     const auto platform = field_or<std::string>(j, "platform", "builtin");
     if (platform != "builtin" && platform != "linux") {
         throw SystemError(EINVAL, "unknown platform '" + platform + "'");

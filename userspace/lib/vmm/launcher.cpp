@@ -155,7 +155,10 @@ PendingVmm launch_vmm(const std::string& exe, const LaunchSpec& spec, const Memo
     std::vector<UniqueFd> keep; // high copies, closed here after the spawn
     SpawnActions actions;
     actions.open(0, "/dev/null", O_RDONLY, 0);
-    actions.open(1, log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    // A warm VMM's log is the pool's, shared by all of them.
+    actions.open(1, log_path,
+                 O_WRONLY | O_CREAT | (spec.mode == LaunchSpec::Mode::Warm ? O_APPEND : O_TRUNC),
+                 0600);
     actions.dup2(1, 2);
     keep.push_back(high_dup(ready_w.get()));
     actions.dup2(keep.back().get(), launch_fd::ready);

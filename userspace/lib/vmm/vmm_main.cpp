@@ -11,7 +11,9 @@
 
 #include "vmfork/memory_object.h"
 #include "vmfork/system_error.h"
+#include "vmfork/vmm/launch_spec.h"
 #include "vmfork/vmm/launcher.h"
+#include "vmfork/vmm/pool.h"
 #include "vmfork/vmm/vmm_service.h"
 
 namespace vmfork {
@@ -69,12 +71,31 @@ void install_signals() {
 
 } // namespace
 
-int vmm_main() {
-    const int ready = launch_fd::ready;
+int vmm_serve(int ready, int spec_fd, int memory_fd, int state_fd,
+              std::optional<std::span<const int>> extra_fds, std::unique_ptr<WarmMachine> warm) {
     try {
         install_signals();
-        const auto spec =
-            LaunchSpec::from_json(nlohmann::json::parse(read_all(launch_fd::spec, 1 << 20)));
+        auto spec = LaunchSpec::from_json(nlohmann::json::parse(read_all(spec_fd, 1 << 20)));
+        ::close(spec_fd);
+        if (spec.mode == LaunchSpec::Mode::Warm) {
+            if (warm) {
+                throw SystemError(EINVAL, "a warm VMM was handed another warm VMM's spec");
+            }
+            return warm_vmm_main(spec, ready);
+        }
+        if (extra_fds) {
+            // The descriptors came over a socket: the spec's numbers are launch_fd's.
+            for (auto& d : spec.disks) {
+                for (int& fd : d.layer_fds) {
+                    const auto i = static_cast<std::size_t>(fd - launch_fd::first_extra);
+                    if (fd < launch_fd::first_extra || i >= extra_fds->size()) {
+                        throw SystemError(EINVAL, "the launch names disk layer descriptor " +
+                                                      std::to_string(fd) + ", not passed");
+                    }
+                    fd = (*extra_fds)[i];
+                }
+            }
+        }
         if (spec.own_netns && ::unshare(CLONE_NEWNET) < 0) {
             // Before any thread: a namespace is per thread, and the VMM's threads (and
             // vhost's) inherit this one.
@@ -85,14 +106,13 @@ int vmm_main() {
         std::optional<MemoryObject> memory;
         std::optional<VmState> state;
         if (spec.mode == LaunchSpec::Mode::Clone) {
-            memory.emplace(MemoryObject::adopt(UniqueFd(launch_fd::memory)));
-            const std::string blob = read_all(launch_fd::state, VmState::max_serialized_size);
+            memory.emplace(MemoryObject::adopt(UniqueFd(memory_fd)));
+            const std::string blob = read_all(state_fd, VmState::max_serialized_size);
             state.emplace(VmState::parse(
                 std::span(reinterpret_cast<const std::uint8_t*>(blob.data()), blob.size())));
-            ::close(launch_fd::state);
+            ::close(state_fd);
         }
-        ::close(launch_fd::spec);
-        VmmService service(spec, std::move(memory), std::move(state));
+        VmmService service(spec, std::move(memory), std::move(state), std::move(warm));
         service.listen();
         running_service.store(&service);
         tell(ready, "ok\n");
@@ -114,9 +134,14 @@ int vmm_main() {
     return 1;
 }
 
+int vmm_main() {
+    return vmm_serve(launch_fd::ready, launch_fd::spec, launch_fd::memory, launch_fd::state,
+                     std::nullopt, nullptr);
+}
+
 int vmm_foreground(const LaunchSpec& spec, const std::function<void(const VmmService&)>& on_ready) {
     install_signals();
-    VmmService service(spec, std::nullopt, std::nullopt);
+    VmmService service(spec, std::nullopt, std::nullopt, nullptr);
     service.listen();
     running_service.store(&service);
     on_ready(service);

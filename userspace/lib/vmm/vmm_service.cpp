@@ -128,10 +128,14 @@ UniqueFd truncate_file(const std::string& path) {
 } // namespace
 
 VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memory,
-                       std::optional<VmState> state)
+                       std::optional<VmState> state, std::unique_ptr<WarmMachine> warm)
     : dir_(spec.runtime_dir), name_(spec.name),
       spawned_ns_(spec.spawned_ns != 0 ? spec.spawned_ns : monotonic_ns()),
-      started_ns_(monotonic_ns()), platform_(spec.platform), kvm_(Kvm::open()) {
+      started_ns_(monotonic_ns()), platform_(spec.platform),
+      kvm_(warm ? std::move(warm->kvm) : std::make_unique<Kvm>(Kvm::open())) {
+    if (warm && spec.mode != LaunchSpec::Mode::Clone) {
+        throw SystemError(EINVAL, "a warm VMM only becomes a clone");
+    }
     control::RuntimeDir::check_name(name_);
     dir_.ensure();
     lock_ = std::make_unique<control::NameLock>(control::NameLock::acquire(dir_, name_));
@@ -156,7 +160,7 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
                                spec.linux_guest.cmdline);
             MemoryObject ram = device_->create_memory(config.mem_size);
             identity_ = {0, ram.id()};
-            machine_ = Machine::boot(kvm_, std::move(ram), config, std::move(linux_guest), loader);
+            machine_ = Machine::boot(*kvm_, std::move(ram), config, std::move(linux_guest), loader);
             customize();
             return;
         }
@@ -167,7 +171,7 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
         verifier_ = std::make_unique<ReportVerifier>(config.cpus, identity_);
         auto builtin = std::make_unique<BuiltinProfile>(builtin_config(*verifier_));
         builtin_ = builtin.get();
-        machine_ = Machine::boot(kvm_, std::move(ram), config, std::move(builtin), loader);
+        machine_ = Machine::boot(*kvm_, std::move(ram), config, std::move(builtin), loader);
         return;
     }
     if (!memory || !state) {
@@ -190,8 +194,19 @@ VmmService::VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memor
         profile = std::move(builtin);
     }
     fork_state_ = std::move(state);
-    machine_ = Machine::restore(kvm_, std::move(*memory), *fork_state_, identity_,
-                                std::move(profile), config);
+    if (warm) {
+        if (warm->machine->cpus() != fork_state_->vcpus.size()) {
+            throw SystemError(EINVAL, "a warm VMM with " + std::to_string(warm->machine->cpus()) +
+                                          " vCPUs was handed a clone of " +
+                                          std::to_string(fork_state_->vcpus.size()));
+        }
+        machine_ = std::move(warm->machine);
+        machine_->start_clone(GuestMemory(std::move(*memory)), *fork_state_, identity_,
+                              std::move(profile), config);
+    } else {
+        machine_ = Machine::restore(*kvm_, std::move(*memory), *fork_state_, identity_,
+                                    std::move(profile), config);
+    }
     customize();
 }
 
@@ -414,13 +429,19 @@ Outcome VmmService::fork(const Request& req) {
         net = NetConfig{n->tap().name(), n->tap().address()};
     }
 
-    // Start the clones, each a VMM process of its own.
+    // Start the clones, each a VMM process of its own: a warm one of the pool if one
+    // waits, else a new one.
+    const auto cpus = static_cast<unsigned>(state.vcpus.size());
+    VmmPool pool(dir_.path());
+    const unsigned pool_target = pool.target(cpus);
+    unsigned from_pool = 0;
     const auto blob = state.serialize();
     const UniqueFd state_fd = make_memfd("vmfork-state", blob.data(), blob.size());
     const std::string exe = vmm_exe();
     std::vector<std::string> names;
     std::vector<PendingVmm> pending;
     std::vector<std::uint64_t> spawned;
+    std::vector<bool> warm; // from the pool
     json clones = json::array();
     for (std::uint64_t i = 0; i < count; ++i) {
         const std::string name = clone_name(prefix, names);
@@ -452,8 +473,15 @@ Outcome VmmService::fork(const Request& req) {
             spec.net = *net;
             spec.own_netns = true; // the scheme of docs/networks.md
         }
-        pending.push_back(launch_vmm(exe, spec, &children[i], state_fd.get(),
-                                     dir_.path() + "/" + name + ".log", layer_fds));
+        const std::string log = dir_.path() + "/" + name + ".log";
+        std::optional<PendingVmm> p;
+        if (pool_target > 0) {
+            p = pool.take(cpus, spec, children[i].fd(), state_fd.get(), log, layer_fds);
+        }
+        warm.push_back(p.has_value());
+        from_pool += p ? 1 : 0;
+        pending.push_back(p ? std::move(*p)
+                            : launch_vmm(exe, spec, &children[i], state_fd.get(), log, layer_fds));
         spawned.push_back(now);
     }
     children.clear(); // the clones hold their own descriptors now
@@ -465,7 +493,8 @@ Outcome VmmService::fork(const Request& req) {
         json c = {{"name", pending[i].name()},
                   {"pid", pending[i].pid()},
                   {"fork_us", fork_us[i]},
-                  {"spawned_ns", spawned[i]}};
+                  {"spawned_ns", spawned[i]},
+                  {"warm", static_cast<bool>(warm[i])}};
         try {
             pending[i].wait(deadline);
             c["ready_us"] = us_since(spawned[i]);
@@ -476,6 +505,16 @@ Outcome VmmService::fork(const Request& req) {
         }
         clones.push_back(std::move(c));
     }
+    // The clones run: warm VMMs in place of the ones taken, in the background (not
+    // waited for; a failure shows in the pool's log and `vmfork pool`).
+    json pool_reply = {{"target", pool_target}, {"taken", from_pool}};
+    if (pool_target > 0) {
+        try {
+            pool_reply["started"] = pool.refill(cpus).size();
+        } catch (const SystemError& e) {
+            pool_reply["error"] = e.what();
+        }
+    }
     lock.lock();
     for (const auto& n : names) {
         starting_.erase(n);
@@ -484,6 +523,7 @@ Outcome VmmService::fork(const Request& req) {
                                {"pause_us", pause_us},
                                {"request_ns", t0},
                                {"template", template_state_.has_value()},
+                               {"pool", pool_reply},
                                {"all_ok", all_ok}})};
 }
 

@@ -41,8 +41,11 @@ struct DiskSpec {
 
 // What a VMM process is started with: one typed struct, written as JSON by the
 // launcher (to_json) and read by the VMM (from_json), so the two cannot drift apart.
+//
+// Warm: a VMM of the warm pool (vmm/pool.h), made ahead with cpus vCPUs and no guest; it
+// waits in runtime_dir's pool for the launch of a clone (then a Clone spec of its own).
 struct LaunchSpec {
-    enum class Mode { Boot, Clone };
+    enum class Mode { Boot, Clone, Warm };
 
     Mode mode = Mode::Boot;
     std::string name;
@@ -50,7 +53,7 @@ struct LaunchSpec {
     std::uint64_t spawned_ns = 0; // CLOCK_MONOTONIC when the launcher started it
     Platform platform = Platform::Builtin;
 
-    // Boot.
+    // Boot (cpus: Warm too).
     std::uint64_t mem_size = 0;
     unsigned cpus = 1;
     BuiltinGuestSpec builtin;

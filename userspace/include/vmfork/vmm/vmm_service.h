@@ -24,6 +24,7 @@
 #include "vmfork/vmm/guests/linux/profile.h"
 #include "vmfork/vmm/launch_spec.h"
 #include "vmfork/vmm/machine.h"
+#include "vmfork/vmm/pool.h"
 
 namespace vmfork {
 
@@ -34,9 +35,10 @@ namespace vmfork {
 class VmmService {
 public:
     // Boots or restores the VM the spec describes (clone: memory and state are the
-    // fork child and its VmState). Throws on any failure, before anything runs.
+    // fork child and its VmState; warm, if given, the machine made ahead it runs on).
+    // Throws on any failure, before anything runs.
     VmmService(const LaunchSpec& spec, std::optional<MemoryObject> memory,
-               std::optional<VmState> state);
+               std::optional<VmState> state, std::unique_ptr<WarmMachine> warm);
     ~VmmService();
     VmmService(const VmmService&) = delete;
     VmmService& operator=(const VmmService&) = delete;
@@ -80,7 +82,7 @@ private:
     std::uint64_t started_ns_ = 0;
     Platform platform_;
     std::unique_ptr<control::NameLock> lock_;
-    Kvm kvm_;
+    std::unique_ptr<Kvm> kvm_;     // a warm VMM's is the one its machine was made with
     std::optional<Device> device_; // a booted VM only
     std::unique_ptr<ReportVerifier> verifier_;
     std::unique_ptr<Machine> machine_;
@@ -97,10 +99,15 @@ private:
     std::atomic<control::Server*> server_ptr_{nullptr}; // for stop() from any thread
 };
 
-// The vmfork-vmm entry point: reads the spec and fds of launcher.h, builds the
-// VmmService, reports ready (or the error) on the ready fd, serves. Returns the exit
-// status.
+// The vmfork-vmm entry point: vmm_serve() on the descriptors of launcher.h.
 int vmm_main();
+// Reads the spec (and a clone's memory and state) from these descriptors and closes
+// them, builds the VmmService, reports ready (or the error) on ready, serves; a Warm
+// spec goes to warm_vmm_main() instead. extra_fds: where the launch's extra
+// descriptors are when they are not at launch_fd::first_extra on (a warm VMM's came
+// over a socket). Returns the exit status.
+int vmm_serve(int ready, int spec_fd, int memory_fd, int state_fd,
+              std::optional<std::span<const int>> extra_fds, std::unique_ptr<WarmMachine> warm);
 // `vmfork run --foreground`: the same in the calling process, until SIGINT/SIGTERM or
 // a kill request; on_ready is called once the VM serves.
 int vmm_foreground(const LaunchSpec& spec, const std::function<void(const VmmService&)>& on_ready);
