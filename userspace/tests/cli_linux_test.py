@@ -714,6 +714,29 @@ def _():
         p.stderr
 
 
+@ktap.test("warm pool: a clone of a VM with disks and vsock starts in a warm VMM, is "
+           "customized, reads its disks, reseeds; drain leaves none", needs=(2,))
+def _():
+    out = vmfork("pool", "resize", "1").stdout
+    assert "pool: 1 warm VMM with 1 vCPU" in out, out
+    r = json.loads(vmfork("fork", "lx", "--name-prefix", "wm-", "--wait-ready", "--json",
+                          timeout=3 * TIMEOUT).stdout)
+    c = r["clones"][0]
+    assert r["all_ok"] and c["warm"] and r["pool"]["taken"] == 1, r
+    assert c["customize"]["state"] == "done", c
+    assert exec_in("wm-1", "hostname").stdout == "wm-1\n"
+    # Its disks are the linked-clone views of lx's at the fork (layers passed over the
+    # pool's socket): the same sector reads the same.
+    assert disk_read("wm-1", 4) == disk_read("lx", 4)
+    wait_for("wm-1's kernel to reseed", lambda: RESEED in console("wm-1"), evidence="wm-1")
+    pids = wait_for("the pool to refill", lambda: [p for e in json.loads(
+        vmfork("pool", "--json").stdout) for p in e["pids"]] or None)
+    assert "pool: 1 warm VMM stopped" in vmfork("pool", "drain").stdout
+    for pid in pids:
+        wait_for(f"warm VMM {pid} to exit", lambda p=pid: not os.path.exists(f"/proc/{p}"), 10)
+    vmfork("kill", "wm-1")
+
+
 @ktap.test("no kernel complaint on any guest console; kill --all leaves nothing", always=True)
 def _():
     for name in list(ls()):
@@ -731,6 +754,7 @@ def _():
 def kill_all():
     """Leaves nothing running, whatever happened."""
     subprocess.run([VMFORK, "kill", "--all"], env=ENV, capture_output=True, timeout=TIMEOUT)
+    subprocess.run([VMFORK, "pool", "drain"], env=ENV, capture_output=True, timeout=TIMEOUT)
 
 
 if __name__ == "__main__":

@@ -522,6 +522,7 @@ def _():
 def kill_all():
     """Leaves nothing running, whatever happened."""
     subprocess.run([VMFORK, "kill", "--all"], env=ENV, capture_output=True, timeout=TIMEOUT)
+    subprocess.run([VMFORK, "pool", "drain"], env=ENV, capture_output=True, timeout=TIMEOUT)
 
 
 if __name__ == "__main__":
