@@ -187,6 +187,24 @@ PendingVmm launch_vmm(const std::string& exe, const LaunchSpec& spec, const Memo
     return {pid, std::move(ready_r), name};
 }
 
+namespace {
+
+void write_line(int fd, const std::string& line) {
+    if (fd >= 0) {
+        (void)!::write(fd, line.data(), line.size());
+    }
+}
+
+} // namespace
+
+void report_ready(int fd) {
+    write_line(fd, "ok\n");
+}
+
+void report_ready_error(int fd, int err, const std::string& what) {
+    write_line(fd, "error " + std::to_string(err) + " " + what + "\n");
+}
+
 void PendingVmm::wait(std::chrono::steady_clock::time_point deadline) {
     std::string line;
     std::array<char, 512> buf{};

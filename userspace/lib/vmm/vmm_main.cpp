@@ -52,12 +52,6 @@ std::string read_all(int fd, std::size_t max) {
     return data;
 }
 
-void tell(int fd, const std::string& line) {
-    if (fd >= 0) {
-        (void)!::write(fd, line.data(), line.size());
-    }
-}
-
 void install_signals() {
     struct sigaction sa {};
     sa.sa_handler = on_stop_signal;
@@ -115,7 +109,7 @@ int vmm_serve(int ready, int spec_fd, int memory_fd, int state_fd,
         VmmService service(spec, std::move(memory), std::move(state), std::move(warm));
         service.listen();
         running_service.store(&service);
-        tell(ready, "ok\n");
+        report_ready(ready);
         ::close(ready);
         std::fprintf(stderr, "vmfork: VM %s serving\n", service.name().c_str());
         service.run();
@@ -124,11 +118,11 @@ int vmm_serve(int ready, int spec_fd, int memory_fd, int state_fd,
         return 0;
     } catch (const SystemError& e) {
         running_service.store(nullptr);
-        tell(ready, "error " + std::to_string(e.error()) + " " + e.what() + "\n");
+        report_ready_error(ready, e.error(), e.what());
         std::fprintf(stderr, "vmfork: %s\n", e.what());
     } catch (const std::exception& e) {
         running_service.store(nullptr);
-        tell(ready, "error " + std::to_string(EIO) + " " + e.what() + "\n");
+        report_ready_error(ready, EIO, e.what());
         std::fprintf(stderr, "vmfork: %s\n", e.what());
     }
     return 1;

@@ -434,7 +434,6 @@ Outcome VmmService::fork(const Request& req) {
     const auto cpus = static_cast<unsigned>(state.vcpus.size());
     VmmPool pool(dir_.path());
     const unsigned pool_target = pool.target(cpus);
-    unsigned from_pool = 0;
     const auto blob = state.serialize();
     const UniqueFd state_fd = make_memfd("vmfork-state", blob.data(), blob.size());
     const std::string exe = vmm_exe();
@@ -479,7 +478,6 @@ Outcome VmmService::fork(const Request& req) {
             p = pool.take(cpus, spec, children[i].fd(), state_fd.get(), log, layer_fds);
         }
         warm.push_back(p.has_value());
-        from_pool += p ? 1 : 0;
         pending.push_back(p ? std::move(*p)
                             : launch_vmm(exe, spec, &children[i], state_fd.get(), log, layer_fds));
         spawned.push_back(now);
@@ -507,7 +505,8 @@ Outcome VmmService::fork(const Request& req) {
     }
     // The clones run: warm VMMs in place of the ones taken, in the background (not
     // waited for; a failure shows in the pool's log and `vmfork pool`).
-    json pool_reply = {{"target", pool_target}, {"taken", from_pool}};
+    json pool_reply = {{"target", pool_target},
+                       {"taken", std::count(warm.begin(), warm.end(), true)}};
     if (pool_target > 0) {
         try {
             pool_reply["started"] = pool.refill(cpus).size();

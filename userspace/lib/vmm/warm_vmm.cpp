@@ -11,6 +11,7 @@
 
 #include "vmfork/system_error.h"
 #include "vmfork/vmm/launch_spec.h"
+#include "vmfork/vmm/launcher.h"
 #include "vmfork/vmm/pool.h"
 #include "vmfork/vmm/pool_socket.h"
 #include "vmfork/vmm/vmm_service.h"
@@ -18,12 +19,6 @@
 namespace vmfork {
 
 namespace {
-
-void tell(int fd, const std::string& line) {
-    if (fd >= 0) {
-        (void)!::write(fd, line.data(), line.size());
-    }
-}
 
 // "launch N" with N disk layers: N, or -1.
 long launch_layers(const std::string& text) {
@@ -58,12 +53,12 @@ int warm_vmm_main(const LaunchSpec& spec, int ready) {
         listener = pool_socket::listen(path);
     } catch (const SystemError& e) {
         ::unlink(starting.c_str());
-        tell(ready, "error " + std::to_string(e.error()) + " " + e.what() + "\n");
+        report_ready_error(ready, e.error(), e.what());
         std::fprintf(stderr, "vmfork: warm VMM %d: %s\n", self, e.what());
         return 1;
     }
     ::unlink(starting.c_str());
-    tell(ready, "ok\n");
+    report_ready(ready);
     ::close(ready);
     std::fprintf(stderr, "vmfork: warm VMM %d with %u vCPUs waiting\n", self, spec.cpus);
     std::fflush(stderr);
@@ -105,7 +100,8 @@ int warm_vmm_main(const LaunchSpec& spec, int ready) {
         auto& fds = msg->fds;
         // The clone's log from here on.
         if (::dup2(fds[2].get(), STDOUT_FILENO) < 0 || ::dup2(fds[2].get(), STDERR_FILENO) < 0) {
-            tell(fds[0].get(), "error " + std::to_string(errno) + " dup2 the clone's log\n");
+            const int err = errno;
+            report_ready_error(fds[0].get(), err, "dup2 the clone's log");
             return 1;
         }
         std::vector<int> extra;

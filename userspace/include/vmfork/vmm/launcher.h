@@ -46,6 +46,11 @@ private:
     std::string name_;
 };
 
+// The VMM's side of the ready pipe, what PendingVmm::wait() reads: "ok", or the error
+// with its errno. Best effort: the launcher may be gone.
+void report_ready(int fd);
+void report_ready_error(int fd, int err, const std::string& what);
+
 // A memfd holding bytes (sealed against writes), for passing to a VMM.
 UniqueFd make_memfd(const std::string& name, const void* data, std::size_t size);
 
