@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "temp_dir.h"
 #include "thrown_errno.h"
 #include "vmfork/agent/client.h"
 #include "vmfork/agent/protocol.h"
@@ -55,30 +56,6 @@ void write_file(const fs::path& path, const std::string& text, fs::perms perms) 
     std::ofstream(path, std::ios::binary) << text;
     fs::permissions(path, perms);
 }
-
-// A temporary directory, removed with everything in it.
-class TempDir {
-public:
-    TempDir() {
-        std::string pattern = (fs::temp_directory_path() / "vmfork-agent-test.XXXXXX").string();
-        if (::mkdtemp(pattern.data()) == nullptr) {
-            throw SystemError::from_errno("mkdtemp");
-        }
-        path_ = pattern;
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    TempDir(TempDir&&) = delete;
-    TempDir& operator=(TempDir&&) = delete;
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path_, ignored);
-    }
-    [[nodiscard]] const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
 
 // The captured output of a command: a memfd the agent's output is written to.
 class Capture {
@@ -215,7 +192,7 @@ private:
         pid_ = -1;
     }
 
-    TempDir dir_;
+    TempDir dir_{"vmfork-agent-test"};
     fs::path socket_;
     fs::path log_;
     pid_t pid_ = -1;
@@ -573,7 +550,7 @@ TEST(Agent, ManyConnectionsAtOnce) {
 class AgentIdentity : public ::testing::Test {
 protected:
     void start(std::vector<std::string> extra = {}) {
-        root_ = std::make_unique<TempDir>();
+        root_ = std::make_unique<TempDir>("vmfork-agent-test");
         fs::create_directories(root_->path() / "etc/vmfork/clone.d");
         extra.insert(extra.end(), {"--root", root_->path().string(), "--no-clock"});
         agent_ = std::make_unique<AgentProcess>(extra, true);

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "temp_dir.h"
 #include "thrown_errno.h"
 #include "vmfork/vmm/launch_spec.h"
 #include "vmfork/vmm/pool_socket.h"
@@ -20,26 +21,6 @@ namespace vmfork {
 namespace {
 
 namespace fs = std::filesystem;
-
-class TempDir {
-public:
-    TempDir() {
-        std::string t = (fs::temp_directory_path() / "vmfork-pool-test.XXXXXX").string();
-        if (::mkdtemp(t.data()) == nullptr) {
-            throw SystemError::from_errno("mkdtemp");
-        }
-        path_ = t;
-    }
-    ~TempDir() { fs::remove_all(path_); }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    TempDir(TempDir&&) = delete;
-    TempDir& operator=(TempDir&&) = delete;
-    [[nodiscard]] const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
-};
 
 std::array<UniqueFd, 2> seqpacket_pair() {
     std::array<int, 2> sv{};
@@ -104,9 +85,9 @@ TEST(PoolSocket, TooLongTextIsRefused) {
 }
 
 TEST(PoolSocket, ListenConnectAndGone) {
-    const TempDir dir;
+    const TempDir dir("vmfork-pool-test");
     const std::string path = pool_socket::warm_path(dir.path(), 2, 1234);
-    EXPECT_EQ(path, dir.path() + "/warm-2-1234.sock");
+    EXPECT_EQ(path, (dir.path() / "warm-2-1234.sock").string());
     {
         const UniqueFd l = pool_socket::listen(path);
         const UniqueFd c = pool_socket::connect(path);
@@ -123,7 +104,7 @@ TEST(PoolSocket, ListenConnectAndGone) {
 }
 
 TEST(VmmPool, TargetsAreBoundedAndPersist) {
-    const TempDir dir;
+    const TempDir dir("vmfork-pool-test");
     VmmPool pool(dir.path());
     EXPECT_TRUE(pool.targets().empty());
     EXPECT_EQ(pool.target(1), 0U);
@@ -134,7 +115,7 @@ TEST(VmmPool, TargetsAreBoundedAndPersist) {
     EXPECT_EQ(pool.targets(), want);
     pool.set_target(4, 0);
     EXPECT_EQ(pool.target(4), 0U);
-    EXPECT_FALSE(fs::exists(dir.path() + "/pool/size-4"));
+    EXPECT_FALSE(fs::exists(dir.path() / "pool/size-4"));
     EXPECT_EQ(thrown_errno<SystemError>([&] { pool.set_target(1, VmmPool::max_size + 1); }),
               EINVAL);
     EXPECT_EQ(thrown_errno<SystemError>([&] { pool.set_target(0, 1); }), EINVAL);
@@ -142,7 +123,7 @@ TEST(VmmPool, TargetsAreBoundedAndPersist) {
 }
 
 TEST(VmmPool, ListsLiveWarmVmmsAndDropsDeadOnes) {
-    const TempDir dir;
+    const TempDir dir("vmfork-pool-test");
     VmmPool pool(dir.path());
     fs::create_directory(pool.path());
     // A process that is gone: a child reaped.
@@ -168,7 +149,7 @@ TEST(VmmPool, ListsLiveWarmVmmsAndDropsDeadOnes) {
 }
 
 TEST(VmmPool, TakeHandsTheLaunchToAWarmVmmOnce) {
-    const TempDir dir;
+    const TempDir dir("vmfork-pool-test");
     VmmPool pool(dir.path());
     fs::create_directory(pool.path());
     // This process plays the warm VMM of 1 vCPU.
@@ -180,9 +161,9 @@ TEST(VmmPool, TakeHandsTheLaunchToAWarmVmmOnce) {
     // The memory object, state and layers are only passed on: any descriptor stands in.
     const UniqueFd mem(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     const std::vector<int> layers = {mem.get(), mem.get()};
-    EXPECT_FALSE(pool.take(2, spec, mem.get(), mem.get(), dir.path() + "/c1.log", layers))
+    EXPECT_FALSE(pool.take(2, spec, mem.get(), mem.get(), (dir.path() / "c1.log").string(), layers))
         << "no warm VMM of 2 vCPUs";
-    auto p = pool.take(1, spec, mem.get(), mem.get(), dir.path() + "/c1.log", layers);
+    auto p = pool.take(1, spec, mem.get(), mem.get(), (dir.path() / "c1.log").string(), layers);
     ASSERT_TRUE(p.has_value());
     EXPECT_EQ(p->pid(), ::getpid());
     EXPECT_FALSE(fs::exists(pool_socket::warm_path(pool.path(), 1, ::getpid())))
@@ -203,7 +184,7 @@ TEST(VmmPool, TakeHandsTheLaunchToAWarmVmmOnce) {
     ASSERT_GT(n, 0);
     text.resize(static_cast<std::size_t>(n));
     EXPECT_EQ(LaunchSpec::from_json(nlohmann::json::parse(text)).name, "c1");
-    EXPECT_TRUE(fs::exists(dir.path() + "/c1.log"));
+    EXPECT_TRUE(fs::exists((dir.path() / "c1.log").string()));
 }
 
 TEST(VmmPool, WarmSpecRoundTrip) {
