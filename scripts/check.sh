@@ -173,10 +173,18 @@ known_tcg_fault() {
 	grep -q 'Kernel panic - not syncing: corrupted stack end detected inside scheduler' "$1"
 }
 
+# The first lines vm-run quoted from the console, for the summary: CI keeps only the
+# tail of the output, and a flaky complaint is not always reproducible.
+complaints() {
+	local l
+	awk '/^vm-run: kernel reported problems/ { on = 1; next } /^vm-run: / { on = 0 } on' "$out" |
+		head -n 5 | while IFS= read -r l; do printf '\n    | %s' "${l:0:200}"; done
+}
+
 # A retried run's kernel complaints count unless they are that fault.
 first_run_problems() {
 	if grep -q '^vm-run: kernel reported problems' "$out" && ! known_tcg_fault "$log"; then
-		problem "vm-run $label (a run retried): kernel warning in console${log:+ (log: $log)}"
+		problem "vm-run $label (a run retried): kernel warning in console${log:+ (log: $log)}$(complaints)"
 	fi
 }
 
@@ -325,7 +333,7 @@ vm_suite() {
 	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
 	# Results were read; now what the VM itself reported.
 	if grep -q '^vm-run: kernel reported problems' "$out"; then
-		problem "vm-run $label: kernel warning in console${log:+ (log: $log)}"
+		problem "vm-run $label: kernel warning in console${log:+ (log: $log)}$(complaints)"
 	fi
 	while IFS= read -r g; do
 		problem "vm-run $label: ${g#vm-run: guest: }"
