@@ -15,6 +15,8 @@ namespace vmfork {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// The longest wait for a clone's guest to take its vsock reset before connecting.
+constexpr auto ready_timeout = std::chrono::seconds(5);
 
 std::uint64_t ms_since(Clock::time_point t0) {
     return static_cast<std::uint64_t>(
@@ -39,7 +41,8 @@ std::uint64_t realtime_ns() {
 // jthread: request_stop() and join(); the run checks the token between attempts.
 Customizer::~Customizer() = default;
 
-void Customizer::start(std::uint32_t cid, agent::Identity identity, std::chrono::seconds timeout) {
+void Customizer::start(std::uint32_t cid, agent::Identity identity, std::chrono::seconds timeout,
+                       Ready ready) {
     if (thread_.joinable()) {
         thread_.request_stop();
         thread_.join();
@@ -50,10 +53,10 @@ void Customizer::start(std::uint32_t cid, agent::Identity identity, std::chrono:
         run = ++run_;
         status_ = {{"state", "pending"}};
     }
-    thread_ = std::jthread(
-        [this, cid, identity = std::move(identity), timeout, run](std::stop_token stop) mutable {
-            this->run(std::move(stop), cid, std::move(identity), timeout, run);
-        });
+    thread_ = std::jthread([this, cid, identity = std::move(identity), timeout, run,
+                            ready = std::move(ready)](std::stop_token stop) mutable {
+        this->run(std::move(stop), cid, std::move(identity), timeout, run, ready);
+    });
 }
 
 nlohmann::json Customizer::status() const {
@@ -69,9 +72,14 @@ void Customizer::finish(std::uint64_t run, nlohmann::json status) {
 }
 
 void Customizer::run(std::stop_token stop, std::uint32_t cid, agent::Identity identity,
-                     std::chrono::seconds timeout, std::uint64_t run) {
+                     std::chrono::seconds timeout, std::uint64_t run, const Ready& ready) {
     const auto t0 = Clock::now();
     const auto deadline = t0 + timeout;
+    const auto cancelled = [&stop] { return stop.stop_requested(); };
+    if (ready) {
+        // Bounded: a guest that never signals is asked anyway, as before.
+        ready(std::min(deadline, t0 + ready_timeout), cancelled);
+    }
     UniqueFd fd;
     try {
         fd = agent::connect_vsock(cid, agent::default_vsock_port, deadline,

@@ -222,7 +222,14 @@ void VmmService::customize() {
     id.generation = identity_.generation;
     id.parent = parent_;
     id.id = std::to_string(identity_.id);
-    customizer_.start(static_cast<std::uint32_t>(cid), std::move(id), customize_timeout);
+    // A clone's guest must take its vsock reset (and new CID) first: a request before
+    // that is dropped, and costs a whole connect attempt (docs/benchmarks.md).
+    const LinuxProfile* guest = linux_;
+    customizer_.start(static_cast<std::uint32_t>(cid), std::move(id), customize_timeout,
+                      [guest](std::chrono::steady_clock::time_point deadline,
+                              const std::function<bool()>& cancelled) {
+                          (void)guest->wait_vsock_reset_taken(deadline, cancelled);
+                      });
 }
 
 void VmmService::listen() {

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -29,8 +30,14 @@ public:
     Customizer(Customizer&&) = delete;
     Customizer& operator=(Customizer&&) = delete;
 
-    // identity.time_ns and identity.entropy are filled in when it is sent.
-    void start(std::uint32_t cid, agent::Identity identity, std::chrono::seconds timeout);
+    // identity.time_ns and identity.entropy are filled in when it is sent. ready, if
+    // given, is waited for before the first connect (up to its deadline; it polls the
+    // cancel callback it gets): a clone's guest that has not taken its new CID yet
+    // drops the request.
+    using Ready =
+        std::function<void(std::chrono::steady_clock::time_point, const std::function<bool()>&)>;
+    void start(std::uint32_t cid, agent::Identity identity, std::chrono::seconds timeout,
+               Ready ready = {});
 
     // {"state": "pending" | "done" | "failed" | "no-agent" | "none", "ms": time from
     // start() to the reply, "error": why it failed, "steps"/"hooks": the agent's report}.
@@ -40,7 +47,7 @@ public:
 
 private:
     void run(std::stop_token stop, std::uint32_t cid, agent::Identity identity,
-             std::chrono::seconds timeout, std::uint64_t run);
+             std::chrono::seconds timeout, std::uint64_t run, const Ready& ready);
     void finish(std::uint64_t run, nlohmann::json status);
 
     mutable std::mutex mu_;

@@ -73,6 +73,10 @@ void VhostVsock::restored(std::uint64_t features, const std::vector<VirtQueueCon
     start_vhost(features, queues);
     // The clone's connections are the parent's: the guest must drop them all.
     ++pending_resets_;
+    {
+        const std::lock_guard lock(kick_mu_);
+        reset_outstanding_ = true;
+    }
     post_events();
 }
 
@@ -118,6 +122,14 @@ void VhostVsock::resume() {
 
 void VhostVsock::notify(unsigned queue) {
     if (queue == event_queue) {
+        {
+            const std::lock_guard lock(kick_mu_);
+            ++event_kicks_;
+            if (pending_resets_ == 0 && event_kicks_ > kicks_at_post_) {
+                reset_outstanding_ = false;
+            }
+        }
+        kick_cv_.notify_all();
         post_events(); // new event buffers: a pending event may go out now
         return;
     }
@@ -162,9 +174,31 @@ void VhostVsock::post_events() {
     } catch (const std::out_of_range&) {
         // Rings outside RAM: the driver's error; nothing is posted.
     }
+    {
+        const std::lock_guard lock(kick_mu_);
+        if (posted) {
+            kicks_at_post_ = event_kicks_;
+            reset_outstanding_ = true;
+        } else if (pending_resets_ > 0) {
+            reset_outstanding_ = true; // no buffer yet: the guest takes it later
+        }
+    }
     if (posted) {
         interrupt_locked(int_vring);
     }
+}
+
+bool VhostVsock::wait_resets_taken(std::chrono::steady_clock::time_point deadline,
+                                   const std::function<bool()>& cancelled) const {
+    std::unique_lock lock(kick_mu_);
+    while (reset_outstanding_) {
+        if ((cancelled && cancelled()) || std::chrono::steady_clock::now() >= deadline) {
+            return false;
+        }
+        kick_cv_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() +
+                                                         std::chrono::milliseconds(50)));
+    }
+    return true;
 }
 
 void VhostVsock::reset_device() {
@@ -173,6 +207,11 @@ void VhostVsock::reset_device() {
     event_queue_ = {};
     event_avail_ = 0;
     pending_resets_ = 0;
+    {
+        const std::lock_guard lock(kick_mu_);
+        reset_outstanding_ = false;
+    }
+    kick_cv_.notify_all();
 }
 
 void VhostVsock::save_device(StateWriter& out) const {

@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -52,6 +57,13 @@ public:
     void resume();
     // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET events posted so far (for tests and stats).
     [[nodiscard]] std::uint64_t resets_posted() const;
+    // Waits until the guest has taken the transport resets posted so far, or deadline,
+    // or cancelled() (polled): a clone's guest drops a connection request that comes
+    // before its driver took the reset and the new CID, and the host then waits out
+    // its connect attempt. Linux's driver refills and kicks the event queue once it
+    // handled an event: a kick after the last reset posted is the sign. True if taken.
+    bool wait_resets_taken(std::chrono::steady_clock::time_point deadline,
+                           const std::function<bool()>& cancelled) const;
 
 protected:
     [[nodiscard]] std::uint32_t device_id() const override { return id; }
@@ -80,6 +92,12 @@ private:
     std::uint16_t event_avail_ = 0; // next avail index of the event queue
     unsigned pending_resets_ = 0;
     std::uint64_t resets_posted_ = 0;
+    // Event-queue kicks, and their count when the last reset was posted (kick_mu_).
+    mutable std::mutex kick_mu_;
+    mutable std::condition_variable kick_cv_;
+    std::uint64_t event_kicks_ = 0;
+    std::uint64_t kicks_at_post_ = 0;
+    bool reset_outstanding_ = false; // posted or pending, not taken yet
 };
 
 } // namespace vmfork

@@ -167,6 +167,11 @@ void LinuxProfile::new_vm_generation(bool notify) {
     }
 }
 
+bool LinuxProfile::wait_vsock_reset_taken(std::chrono::steady_clock::time_point deadline,
+                                          const std::function<bool()>& cancelled) const {
+    return vsock_ == nullptr || vsock_->wait_resets_taken(deadline, cancelled);
+}
+
 std::uint64_t LinuxProfile::vsock_cid() const {
     return vsock_ != nullptr ? vsock_->cid() : 0;
 }

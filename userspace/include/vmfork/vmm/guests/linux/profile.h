@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 #pragma once
 
+#include <chrono>
+#include <functional>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -93,6 +96,9 @@ public:
     [[nodiscard]] std::vector<DiskReport> disks() const;
     // The guest's vsock CID, 0 without a vsock device.
     [[nodiscard]] std::uint64_t vsock_cid() const;
+    // VhostVsock::wait_resets_taken(); true at once without vsock.
+    bool wait_vsock_reset_taken(std::chrono::steady_clock::time_point deadline,
+                                const std::function<bool()>& cancelled) const;
     // The vsock device, or nullptr.
     [[nodiscard]] const VhostVsock* vsock() const noexcept { return vsock_; }
     // The network device, or nullptr.
