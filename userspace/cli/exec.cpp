@@ -2,9 +2,11 @@
 // `vmfork exec NAME [--] CMD...`: a command in a Linux guest, through vmfork-agent on
 // the guest's vsock (the VMM says the guest's CID; the host kernel's vhost-vsock
 // carries the connection).
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <fmt/format.h>
+#include <thread>
 #include <unistd.h>
 
 #include "cli.h"
@@ -13,6 +15,13 @@
 #include "vmfork/system_error.h"
 
 namespace vmfork::cli {
+
+namespace {
+
+// The longest wait for a new clone's guest to take its vsock reset before connecting.
+constexpr auto reset_wait = std::chrono::seconds(5);
+
+} // namespace
 
 UniqueFd connect_agent(const Globals& g, const std::string& name, std::chrono::seconds timeout) {
     const auto dir = runtime_dir();
@@ -38,11 +47,21 @@ UniqueFd connect_agent(const Globals& g, const std::string& name, std::chrono::s
         throw CliError(name + " has no vsock device (its host had no /dev/vhost-vsock when it "
                               "started: modprobe vhost_vsock, then start the VM again)");
     }
-    // A clone that just started may still be resetting its vsock transport, or the
-    // agent may still be starting: connect_vsock() retries until the timeout.
+    // A clone that just started drops a connection request sent before its guest took
+    // the vsock reset and new CID, and the request then costs a whole connect attempt:
+    // wait for the VMM to see the guest take it (bounded; a guest that never does is
+    // asked anyway). The agent may still be starting: connect_vsock() retries until
+    // the timeout.
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto ready_by = std::min(deadline, std::chrono::steady_clock::now() + reset_wait);
+    for (json i = info;
+         i.value("vsock_reset_pending", false) && std::chrono::steady_clock::now() < ready_by;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        i = call(dir, name, "info", json::object(), call_timeout);
+    }
     try {
         return agent::connect_vsock(static_cast<std::uint32_t>(cid), agent::default_vsock_port,
-                                    std::chrono::steady_clock::now() + timeout);
+                                    deadline);
     } catch (const SystemError& e) {
         throw CliError(fmt::format("no agent answers in {} ({}) within {} s: the guest needs "
                                    "vmfork-agent running (the default Linux guest starts it)",

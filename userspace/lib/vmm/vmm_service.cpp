@@ -322,6 +322,7 @@ json VmmService::describe() const {
         {"uptime_ms", us_since(started_ns_) / 1000},
         {"guest", platform_ == Platform::Linux ? "linux" : "builtin"},
         {"vsock_cid", linux_ != nullptr ? linux_->vsock_cid() : 0},
+        {"vsock_reset_pending", linux_ != nullptr && linux_->vsock_reset_pending()},
         {"customize", customize_ ? customizer_.status() : json{{"state", "off"}}},
         {"reports", reports},
         {"vcpu_errors", machine_->errors()},

@@ -99,6 +99,11 @@ public:
     // VhostVsock::wait_resets_taken(); true at once without vsock.
     bool wait_vsock_reset_taken(std::chrono::steady_clock::time_point deadline,
                                 const std::function<bool()>& cancelled) const;
+    // Whether a clone's guest has yet to take its vsock reset (a connection request
+    // now would be dropped).
+    [[nodiscard]] bool vsock_reset_pending() const {
+        return !wait_vsock_reset_taken(std::chrono::steady_clock::now(), {});
+    }
     // The vsock device, or nullptr.
     [[nodiscard]] const VhostVsock* vsock() const noexcept { return vsock_; }
     // The network device, or nullptr.
