@@ -519,6 +519,37 @@ def _():
     assert not [d for d in os.listdir(RUNTIME) if d.startswith("demo-")]
 
 
+@ktap.test("bench (small, 2 repeats): every strategy's clones verified; results, CSV, plots")
+def _():
+    out = os.path.join(RUNTIME, "bench-out")
+    p = vmfork("bench", "--sizes", "16M,32M", "--repeat", "2", "--clones", "4",
+               "--density-size", "16M", "--pool", "--out", out, check=False, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "every clone verified" in p.stdout, p.stdout[-3000:]
+    with open(os.path.join(out, "results.json")) as f:
+        res = json.load(f)
+    strategies = {"vmfork-live", "vmfork-template", "process-fork", "snapshot-restore",
+                  "full-copy"}
+    counts = {}
+    for s in res["samples"]:
+        if s["figure"] == "running_us":
+            key = (s["strategy"], s["mode"], s["size_bytes"])
+            counts[key] = counts.get(key, 0) + 1
+    # Every strategy cloned (and verified) twice at each size, cold; vmfork's also pooled.
+    for st in strategies:
+        for size in (16 << 20, 32 << 20):
+            assert counts.get((st, "cold", size)) == 2, (st, size, counts)
+    assert counts.get(("vmfork-template", "pool", 16 << 20)) == 2, counts
+    for t in res["targets"]:
+        assert t["verdict"] in ("PASS", "MISS", "n/a"), t
+    with open(os.path.join(out, "samples.csv")) as f:
+        assert len(f.readlines()) == len(res["samples"]) + 1
+    pngs = [f for f in os.listdir(out) if f.endswith(".png")]
+    assert "time_to_running.png" in pngs and "memory.png" in pngs, pngs
+    ktap.show("vmfork bench (small): its table", p.stdout[-2500:])
+    assert ls() == {}
+
+
 def kill_all():
     """Leaves nothing running, whatever happened."""
     subprocess.run([VMFORK, "kill", "--all"], env=ENV, capture_output=True, timeout=TIMEOUT)
