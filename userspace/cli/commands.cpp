@@ -148,10 +148,6 @@ int cmd_fork(const Globals& g, const ForkOptions& o) {
                        "started as new processes (`vmfork pool resize` keeps more)\n",
                        taken, taken == 1 ? "" : "s", clones, clones == 1 ? "" : "s");
         }
-        if (pool.contains("error")) {
-            fmt::print(stderr, "vmfork: the warm pool was not refilled: {}\n",
-                       pool.at("error").get<std::string>());
-        }
     }
     if (r.at("template").get<bool>()) {
         fmt::print("{} is a template: frozen for good, fork it as often as you like\n", o.name);

@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -66,6 +67,9 @@ private:
     [[nodiscard]] std::string state_name() const;
     // A Linux VM's disks at the fork instant (LinuxProfile::fork_disks); none otherwise.
     std::vector<DiskFork> fork_disks();
+    // Starts warm VMMs of cpus vCPUs up to the pool's target, in a thread of its own
+    // (the previous one joined first). Caller holds mu_.
+    void refill_pool(unsigned cpus);
     [[nodiscard]] std::string clone_name(const std::string& prefix,
                                          const std::vector<std::string>& taken) const;
 
@@ -96,6 +100,7 @@ private:
     std::uint64_t fill_ = 0;
     Customizer customizer_; // after machine_: its thread ends first
     std::unique_ptr<control::Server> server_;
+    std::jthread refill_; // refill_pool()'s; joined before the rest goes
     std::atomic<control::Server*> server_ptr_{nullptr}; // for stop() from any thread
 };
 
