@@ -27,6 +27,7 @@ the table on stdout, everything in --out/linux.json.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ RUNTIME = tempfile.mkdtemp(prefix="vmfork-linux-bench.")
 ENV = dict(os.environ, VMFORK_RUNTIME_DIR=RUNTIME, VMFORK_DISK_DIR=RUNTIME)
 TIMEOUT = 180
 RESEED = "crng reseeded due to virtual machine fork"
+CURVE_STEP = 8  # idle clones between two memory samples
 
 
 def log(text):
@@ -119,10 +121,14 @@ def qemu_series(a, kernel, initrd, mem_mib):
             clones.append(q.clone() * 1000)
             log(f"qemu clone {i + 1}: answered after {clones[-1]:.0f} ms")
         res["template"] = summary(clones)
+        curve = []
         for i in range(a.clones):
             q.clone(keep=True)
-        log(f"qemu: {a.clones} idle clones running")
-        res["memory_bytes"] = settled_used_bytes() - base
+            if (i + 1) % CURVE_STEP == 0 or i + 1 == a.clones:
+                curve.append([i + 1, settled_used_bytes() - base])
+                log(f"qemu: {i + 1} idle clones: {curve[-1][1] >> 20} MiB in use")
+        res["memory_bytes"] = curve[-1][1]
+        res["memory_curve"] = curve
     except qemu_template.QemuError as e:
         raise SystemExit(f"linux-bench: QEMU templating: {e}") from None
     finally:
@@ -140,9 +146,10 @@ def warm_count():
     return sum(e["warm"] for e in json.loads(vmfork("pool", "--json").stdout) if e["cpus"] == 1)
 
 
-def fork_series(source, prefix, repeat, pauses=None, pool=0, cli=None):
+def fork_series(source, prefix, repeat, pauses=None, pool=0, cli=None, start=None):
     """pool: warm VMMs to wait for before each fork (untimed), 0 for none. cli: gets the
-    time `vmfork fork` took (the request until its clone runs)."""
+    time `vmfork fork` took (the request until its clone runs); start: the time from
+    the clone's spawn (or hand-over to a warm VMM) until it ran, as the VMM reports it."""
     answer, customize = [], []
     for i in range(repeat):
         deadline = time.monotonic() + TIMEOUT
@@ -160,6 +167,8 @@ def fork_series(source, prefix, repeat, pauses=None, pool=0, cli=None):
                              f"pool {pool}")
         if pauses is not None:
             pauses.append(out["pause_us"] / 1000)
+        if start is not None:
+            start.append(out["clones"][0]["ready_us"] / 1000)
         answer.append(wait_exec(name, t0) * 1000)
         customize.append(customized_ms(name))
         vmfork("kill", name)
@@ -221,6 +230,62 @@ def targets(results, clones):
     print("targets of issue #16 (this run):")
     for text, ratio, goal in lines:
         print(f"  {text}: {ratio:.1f}x, goal {goal}x: {'PASS' if ratio >= goal else 'MISS'}")
+    print("  (not a target: the clone's start alone, spawned / from the pool, as the VMM "
+          f"reports it: {results['template_start']['median'] / results['template_pool_start']['median']:.1f}x)")
+
+
+def plots(results, out):
+    """Two PNGs in out with gnuplot, if it is installed: the time to an answering clone
+    by method, and the memory in use against the number of idle clones."""
+    rows = [("fresh boot", results["fresh_boot"]), ("live fork", results["live"]),
+            ("live fork, pool", results["live_pool"]), ("template", results["template"]),
+            ("template, pool", results["template_pool"])]
+    qemu = results.get("qemu")
+    if qemu:
+        rows += [("QEMU boot", qemu["fresh_boot"]), ("QEMU templating", qemu["template"])]
+    with open(os.path.join(out, "linux-answer.dat"), "w") as f:
+        f.write("# method median_ms p90_ms\n")
+        for label, s in rows:
+            f.write(f'"{label}" {s["median"]:.1f} {s["p90"]:.1f}\n')
+    with open(os.path.join(out, "linux-memory.dat"), "w") as f:
+        f.write("# clones vmfork_MiB qemu_MiB\n")
+        qc = dict(qemu["memory_curve"]) if qemu else {}
+        for n, b in results["memory"]["curve"]:
+            q = qc.get(n)
+            f.write(f"{n} {b / (1 << 20):.1f} {q / (1 << 20) if q else 'NaN'}\n")
+    gp = os.path.join(out, "linux-plots.gp")
+    mem_plot = "'{0}/linux-memory.dat' using 1:2 with linespoints title 'vmfork (parent + clones)'"
+    if qemu:
+        mem_plot += (", '{0}/linux-memory.dat' using 1:3 with linespoints title "
+                     "'QEMU templating (template file + clones)'")
+    with open(gp, "w") as f:
+        f.write(f"""set terminal pngcairo size 900,560 noenhanced
+set output '{out}/linux-answer.png'
+set title 'Linux guest: from the request to a clone that answers exec true (median)'
+set style data histogram
+set style fill solid 0.6
+set logscale y
+set ylabel 'ms (log scale)'
+set xtics rotate by -30
+set key off
+plot '{out}/linux-answer.dat' using 2:xtic(1)
+unset logscale y
+unset xtics
+set xtics
+set style data linespoints
+set output '{out}/linux-memory.png'
+set title 'system memory in use against idle Linux clones'
+set xlabel 'idle clones'
+set ylabel 'MiB'
+set key top left
+plot {mem_plot.format(out)}
+""")
+    if not shutil.which("gnuplot"):
+        log(f"no gnuplot: no PNG plots (data and script in {out})")
+        return
+    p = subprocess.run(["gnuplot", gp], capture_output=True, text=True)
+    if p.returncode != 0:
+        log(f"gnuplot failed: {p.stderr.strip()}")
 
 
 def main():
@@ -256,6 +321,13 @@ def main():
         results["fresh_boot"] = summary(boots)
         parent = f"boot{a.boots}"
         customized_ms(parent)
+        floor = []
+        for i in range(a.repeat):
+            t0 = time.monotonic()
+            vmfork("exec", parent, "--", "true")
+            floor.append((time.monotonic() - t0) * 1000)
+        results["exec_running"] = summary(floor)
+        log(f"`vmfork exec true` in the running parent: {[round(x) for x in floor]} ms")
         live_pauses = []
         results["live"], results["live_customize"] = fork_series(parent, "live-", a.repeat,
                                                                  live_pauses)
@@ -268,21 +340,29 @@ def main():
         vmfork("pool", "drain")
         vmfork("fork", parent, "--template", "--name-prefix", "t0-")
         vmfork("kill", "t0-1")
-        cli, cli_pool = [], []
-        results["template"], results["template_customize"] = fork_series(parent, "tpl-",
-                                                                         a.repeat, cli=cli)
+        cli, cli_pool, start, start_pool = [], [], [], []
+        results["template"], results["template_customize"] = fork_series(
+            parent, "tpl-", a.repeat, cli=cli, start=start)
         results["template_cli"] = summary(cli)
+        results["template_start"] = summary(start)
         vmfork("pool", "resize", "2")
         results["template_pool"], results["template_pool_customize"] = fork_series(
-            parent, "tpool-", a.repeat, pool=2, cli=cli_pool)
+            parent, "tpool-", a.repeat, pool=2, cli=cli_pool, start=start_pool)
         results["template_pool_cli"] = summary(cli_pool)
+        results["template_pool_start"] = summary(start_pool)
         vmfork("pool", "drain")
-        vmfork("fork", parent, "-n", str(a.clones), "--name-prefix", "idle-", "--wait-ready")
-        used = settled_used_bytes()
+        curve = []
+        while not curve or curve[-1][0] < a.clones:
+            n = min(CURVE_STEP, a.clones - (curve[-1][0] if curve else 0))
+            vmfork("fork", parent, "-n", str(n), "--name-prefix", "idle-", "--wait-ready")
+            curve.append([n + (curve[-1][0] if curve else 0), settled_used_bytes() - base])
+            log(f"vmfork: {curve[-1][0]} idle clones: {curve[-1][1] >> 20} MiB in use")
+        used = curve[-1][1] + base
         stats = json.loads(vmfork("stats", "--json").stdout)
         held, separate = find(stats, "module_bytes"), find(stats, "resident_bytes")
         results["memory"] = {"vms": a.clones + 1, "module_bytes": held,
-                             "resident_bytes": separate, "system_bytes": used - base}
+                             "resident_bytes": separate, "system_bytes": used - base,
+                             "curve": curve}
         dmesg = vmfork("exec", "idle-1", "--", "dmesg", check=False).stdout
         results["reseed_line"] = next((ln for ln in dmesg.splitlines() if RESEED in ln), None)
         vmfork("kill", "--all")
@@ -308,9 +388,13 @@ def main():
     for s, label in rows:
         print(f"{label:<14}{s['median']:>11.0f}{s['p90']:>9.0f}{s['n']:>4}"
               f"{boot / s['median']:>14.1f}x")
+    print(f"`vmfork exec true` in the running parent (the floor under every figure "
+          f"above): median {results['exec_running']['median']:.0f} ms")
     print(f"`vmfork fork` of the template through the CLI until its clone runs: median "
           f"{results['template_cli']['median']:.0f} ms, with the pool "
-          f"{results['template_pool_cli']['median']:.0f} ms")
+          f"{results['template_pool_cli']['median']:.0f} ms; of which the clone's start "
+          f"(spawn or hand-over to its run): {results['template_start']['median']:.0f} ms, "
+          f"with the pool {results['template_pool_start']['median']:.0f} ms")
     for key, label in (("live_customize", "live fork"), ("live_pool_customize", "live fork + pool"),
                        ("template_customize", "template"),
                        ("template_pool_customize", "template + pool")):
@@ -336,6 +420,7 @@ def main():
         os.makedirs(a.out, exist_ok=True)
         with open(os.path.join(a.out, "linux.json"), "w") as f:
             json.dump(results, f, indent=2)
+        plots(results, a.out)
 
 
 if __name__ == "__main__":
