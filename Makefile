@@ -59,8 +59,10 @@ help:
 	@echo '  bench          in the test VM (8G, <30 min): vmfork vs process fork, snapshot-restore,'
 	@echo '                 full copy; table on stdout, CSV/JSON/PNG in bench-results/ (BENCH_ARGS);'
 	@echo '                 then bench-linux'
-	@echo '  bench-linux    in the test VM: Linux clones through the CLI, fork to `vmfork exec true`'
-	@echo '                 live and from a template against a fresh boot, memory of idle clones'
+	@echo '  bench-linux    in the test VM (~16 min): Linux clones through the CLI, fork to `vmfork'
+	@echo '                 exec true` live and from a template, pool and no pool, against a fresh'
+	@echo '                 boot and QEMU templating; memory of idle clones; linux.json and PNGs'
+	@echo '                 in bench-results/ (BENCH_LINUX_ARGS, default --repeat 5 --boots 2)'
 	@echo '  bench-disks    in the test VM (root): linked-clone disks with VMM layers, reflinks on'
 	@echo '                 XFS and dm-thin snapshots at 1 and 8 GiB; table on stdout, JSON in'
 	@echo '                 bench-results/ (BENCH_DISKS_ARGS: build/bin/vmfork-disk-bench --help)'
@@ -230,6 +232,9 @@ bench:
 # true`, live and from a template, against a fresh boot and QEMU templating (Debian's
 # QEMU with KVM in the test VM, the same guest); memory of 32 idle clones of each.
 # Multi-threaded TCG for the nested Linux guests (docs/testing.md).
+# 5 forks per series and 2 fresh boots: about 16 minutes, so that `make bench` stays
+# within 30 (linux_bench.py --help for the rest).
+BENCH_LINUX_ARGS ?= --repeat 5 --boots 2
 bench-linux:
 	scripts/deps.sh
 	$(MAKE) all
