@@ -171,18 +171,22 @@ std::unique_ptr<Machine> Machine::prepare(const Kvm& kvm, unsigned cpus,
     return std::make_unique<Machine>(Key{}, kvm, GuestMemory(), cpus, std::move(profile), config);
 }
 
-void Machine::start_clone(GuestMemory memory, const VmState& state, const CloneIdentity& identity,
-                          std::unique_ptr<GuestProfile> profile, const MachineConfig& config) {
-    if (profile_ || !profile) {
-        throw SystemError(EINVAL, "start_clone() with a profile is for a machine prepared "
-                                  "without one");
-    }
+void Machine::check_clone_target(const GuestMemory& memory, const VmState& state) const {
     if (!runners_.empty() || memory_->size() != 0) {
         throw SystemError(EBUSY, "start_clone() on a machine that already has RAM");
     }
     if (state.vcpus.size() != vcpus_.size() || state.mem_size != memory.size()) {
         throw SystemError(EINVAL, "start_clone() with the state of a different VM");
     }
+}
+
+void Machine::start_clone(GuestMemory memory, const VmState& state, const CloneIdentity& identity,
+                          std::unique_ptr<GuestProfile> profile, const MachineConfig& config) {
+    if (profile_ || !profile) {
+        throw SystemError(EINVAL, "start_clone() with a profile is for a machine prepared "
+                                  "without one");
+    }
+    check_clone_target(memory, state);
     serial_->set_output(open_serial(config.serial_path));
     on_power_off_ = config.on_power_off;
     *memory_ = std::move(memory);
@@ -198,12 +202,7 @@ void Machine::start_clone(GuestMemory memory, const VmState& state, const CloneI
     if (!profile_) {
         throw SystemError(EINVAL, "start_clone() without a profile on a machine that has none");
     }
-    if (!runners_.empty() || memory_->size() != 0) {
-        throw SystemError(EBUSY, "start_clone() on a machine that already has RAM");
-    }
-    if (state.vcpus.size() != vcpus_.size() || state.mem_size != memory.size()) {
-        throw SystemError(EINVAL, "start_clone() with the state of a different VM");
-    }
+    check_clone_target(memory, state);
     // Moved into the same GuestMemory the profile's devices refer to.
     *memory_ = std::move(memory);
     memory_->attach(vm_);

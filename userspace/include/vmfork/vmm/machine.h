@@ -145,6 +145,9 @@ public:
     [[nodiscard]] std::vector<std::string> errors() const;
 
 private:
+    // start_clone()'s preconditions on the machine, the child memory and the state:
+    // EBUSY when it has RAM already, EINVAL for another VM's state.
+    void check_clone_target(const GuestMemory& memory, const VmState& state) const;
     template <typename P, typename G> static P& profile_as(G& profile) {
         auto* p = dynamic_cast<P*>(&profile);
         if (p == nullptr) {
