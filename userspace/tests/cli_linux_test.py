@@ -364,9 +364,11 @@ def _():
     ids = {}
     for name in ("cz-1", "cz-2"):
         assert exec_in(name, "hostname").stdout == name + "\n"
-        hooks = exec_in(name, "cat", "/tmp/hooks").stdout.splitlines()
+        p = exec_in(name, "cat", "/tmp/hooks")
+        hooks = p.stdout.splitlines()
         vm_id = str(ls()[name]["id"])
-        assert hooks == [f"10 {name}", f"20 {name} 1 lx {vm_id}"], (name, hooks)
+        assert hooks == [f"10 {name}", f"20 {name} 1 lx {vm_id}"], \
+            f"{name}: {hooks}: {p}{evidence_of(name)}"
         ids[name] = exec_in(name, "cat", "/etc/machine-id").stdout.strip()
     ids["lx"] = exec_in("lx", "cat", "/etc/machine-id").stdout.strip()
     assert len(set(ids.values())) == 3 and all(re.fullmatch(r"[0-9a-f]{32}", i)
