@@ -16,13 +16,6 @@
 
 namespace vmfork::cli {
 
-namespace {
-
-// The longest wait for a new clone's guest to take its vsock reset before connecting.
-constexpr auto reset_wait = std::chrono::seconds(5);
-
-} // namespace
-
 UniqueFd connect_agent(const Globals& g, const std::string& name, std::chrono::seconds timeout) {
     const auto dir = runtime_dir();
     if (!control::RuntimeDir::valid_name(name)) {
@@ -53,7 +46,8 @@ UniqueFd connect_agent(const Globals& g, const std::string& name, std::chrono::s
     // asked anyway). The agent may still be starting: connect_vsock() retries until
     // the timeout.
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    const auto ready_by = std::min(deadline, std::chrono::steady_clock::now() + reset_wait);
+    const auto ready_by =
+        std::min(deadline, std::chrono::steady_clock::now() + agent::vsock_reset_wait);
     for (json i = info;
          i.value("vsock_reset_pending", false) && std::chrono::steady_clock::now() < ready_by;) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));

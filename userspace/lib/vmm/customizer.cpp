@@ -15,8 +15,6 @@ namespace vmfork {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-// The longest wait for a clone's guest to take its vsock reset before connecting.
-constexpr auto ready_timeout = std::chrono::seconds(5);
 
 std::uint64_t ms_since(Clock::time_point t0) {
     return static_cast<std::uint64_t>(
@@ -78,7 +76,7 @@ void Customizer::run(std::stop_token stop, std::uint32_t cid, agent::Identity id
     const auto cancelled = [&stop] { return stop.stop_requested(); };
     if (ready) {
         // Bounded: a guest that never signals is asked anyway, as before.
-        ready(std::min(deadline, t0 + ready_timeout), cancelled);
+        ready(std::min(deadline, t0 + agent::vsock_reset_wait), cancelled);
     }
     UniqueFd fd;
     try {

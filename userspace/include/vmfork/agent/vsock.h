@@ -9,6 +9,11 @@
 
 namespace vmfork::agent {
 
+// The longest a host connects later to let a new clone's guest take its vsock
+// transport reset and new CID first (a request sent before that is dropped); a guest
+// that never signals it is asked anyway. The customizer and `vmfork exec` wait this.
+constexpr auto vsock_reset_wait = std::chrono::seconds(5);
+
 // A blocking stream socket connected to a guest's agent at cid:port (AF_VSOCK; the
 // host kernel's vhost-vsock carries it). A refused or reset connection, or a guest
 // whose transport is not up yet (an agent not listening yet, a booting guest, a clone
